@@ -1,0 +1,5 @@
+import sys
+
+from gencond.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""The condensed set file: synthetic or selected images, their labels, and what made them.
+
+One file holds
+
+- ``images``: float32 (N, C, H, W) in the dataset's normalized space (pixel-space
+  methods optimise there, so values may leave the [0, 1] range of real images);
+- ``labels``: int64 (N,), and optionally ``soft_labels``: float32 (N, num_classes);
+- metadata: the dataset description (name, channels, size, class names, normalization),
+  the method and its configuration, and the gencond version.
+
+It is written as safetensors (``.safetensors``, the default) or as a ``.pt`` file of
+plain tensors and strings that loads with ``torch.load(weights_only=True)``; neither
+format can carry code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gencond import __version__
+from gencond.artifacts.io import atomic_path
+from gencond.data.base import DatasetInfo
+from gencond.errors import GencondError
+
+FORMAT = "gencond-condensed-set/1"
+
+
+@dataclass
+class CondensedSet:
+    images: torch.Tensor
+    labels: torch.Tensor
+    info: DatasetInfo
+    soft_labels: torch.Tensor | None = None
+    method: str = "unknown"
+    config: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """What a network is trained to predict: soft labels when present, else labels."""
+        return self.soft_labels if self.soft_labels is not None else self.labels
+
+    def images_per_class(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=self.info.num_classes)
+
+    def validate(self, where: str) -> None:
+        x, y, info = self.images, self.labels, self.info
+        expected = (info.channels, info.image_size, info.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise GencondError(f"{where}: images have shape {tuple(x.shape)}, expected (N, {', '.join(map(str, expected))})")
+        if y.dim() != 1 or len(y) != len(x):
+            raise GencondError(f"{where}: {len(x)} images but labels of shape {tuple(y.shape)}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
+            raise GencondError(f"{where}: labels must lie in [0, {info.num_classes - 1}]")
+        if self.soft_labels is not None and tuple(self.soft_labels.shape) != (len(y), info.num_classes):
+            raise GencondError(f"{where}: soft labels have shape {tuple(self.soft_labels.shape)}, expected ({len(y)}, {info.num_classes})")
+
+    def check_matches(self, dataset: DatasetInfo, where: str) -> None:
+        """Refuse to evaluate a set against a dataset of another shape or class count."""
+        mine = (self.info.channels, self.info.image_size, self.info.num_classes)
+        theirs = (dataset.channels, dataset.image_size, dataset.num_classes)
+        if mine != theirs:
+            raise GencondError(
+                f"{where}: the set holds {mine[0]}x{mine[1]}x{mine[1]} images of {mine[2]} classes, "
+                f"but {dataset.name} has {theirs[0]}x{theirs[1]}x{theirs[1]} images of {theirs[2]} classes"
+            )
+
+    def _metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "gencond_version": __version__,
+            "info": json.dumps(self.info.to_dict()),
+            "method": self.method,
+            "config": json.dumps(self.config),
+        }
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"images": self.images.detach().float().cpu().contiguous(), "labels": self.labels.long().cpu().contiguous()}
+        if self.soft_labels is not None:
+            tensors["soft_labels"] = self.soft_labels.detach().float().cpu().contiguous()
+        return tensors
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically; ``.pt`` selects the torch format, anything else safetensors."""
+        path = Path(path)
+        self.validate(f"condensed set from {self.method}")
+        with atomic_path(path) as tmp:
+            if path.suffix == ".pt":
+                torch.save({**self._tensors(), "metadata": self._metadata()}, tmp)
+            else:
+                from safetensors.torch import save_file
+
+                save_file(self._tensors(), str(tmp), metadata=self._metadata())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CondensedSet":
+        path = Path(path)
+        if not path.is_file():
+            raise GencondError(f"no condensed set file at {path}")
+        tensors, metadata = (_read_pt if path.suffix == ".pt" else _read_safetensors)(path)
+        if metadata.get("format") != FORMAT:
+            raise GencondError(f"{path} is not a gencond condensed set (format {metadata.get('format')!r})")
+        missing = {"images", "labels"} - set(tensors)
+        if missing:
+            raise GencondError(f"{path}: missing tensor(s) {', '.join(sorted(missing))}")
+        try:
+            info = DatasetInfo.from_dict(json.loads(metadata["info"]))
+            config = json.loads(metadata.get("config", "{}"))
+        except (KeyError, ValueError, TypeError) as err:
+            raise GencondError(f"{path}: unreadable metadata ({err})") from None
+        condensed = cls(
+            images=tensors["images"].float(),
+            labels=tensors["labels"].long(),
+            info=info,
+            soft_labels=tensors.get("soft_labels"),
+            method=str(metadata.get("method", "unknown")),
+            config=config,
+        )
+        condensed.validate(str(path))
+        return condensed
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise GencondError(f"cannot read {path} as safetensors (truncated or not a condensed set): {err}") from None
+
+
+def _read_pt(path: Path) -> tuple[dict, dict]:
+    import pickle
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GencondError(f"cannot read {path} as a plain-tensor .pt file: {first}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
+        raise GencondError(f"{path} is not a gencond condensed set")
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    return tensors, data["metadata"]

@@ -1,0 +1,5 @@
+"""Augmentations: differentiable siamese augmentation (DSA)."""
+
+from gencond.augment.dsa import DEFAULT_STRATEGY, DSA, MODES, OPERATIONS, AugmentDraw, DSAParams, identity_params
+
+__all__ = ["DEFAULT_STRATEGY", "DSA", "MODES", "OPERATIONS", "AugmentDraw", "DSAParams", "identity_params"]

@@ -1,0 +1,68 @@
+"""The ``gencond`` command line. Each subcommand registers itself with :func:`command`.
+
+Bad input raises :class:`~gencond.errors.GencondError`, which ends here as one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from gencond import __version__
+from gencond.errors import GencondError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register the decorated function as ``gencond NAME``."""
+
+    def decorator(run):
+        _COMMANDS[name] = Command(name, help, add_arguments, run)
+        return run
+
+    return decorator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gencond",
+        description="Generative-model dataset condensation: condense, sample and evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"gencond {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in _COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except GencondError as err:
+        print(f"gencond {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gencond: interrupted", file=sys.stderr)
+        return 130
+
+
+from gencond.cli import eval_cmd, list_cmd  # noqa: E402,F401  (registration)
+
+__all__ = ["build_parser", "command", "main"]

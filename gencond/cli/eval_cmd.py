@@ -1,0 +1,31 @@
+"""``gencond eval``: train networks on a condensed set or a real subset, test on real data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gencond.artifacts import write_json
+from gencond.cli import command
+from gencond.config import add_config_arguments, build_config
+from gencond.evaluate import EvalConfig, run_eval
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file with EvalConfig fields (flags override it)")
+    add_config_arguments(parser, EvalConfig)
+
+
+def default_json_path(cfg: EvalConfig) -> Path:
+    dataset = cfg.dataset.replace("npz:", "npz-").replace("/", "_").strip("._")
+    source = "condensed" if cfg.condensed else cfg.select
+    return Path("results") / f"eval-{dataset}-{source}.json"
+
+
+@command("eval", help="evaluate condensed sets or real subsets by training networks from scratch", add_arguments=add_arguments)
+def run(args: argparse.Namespace) -> None:
+    cfg = build_config(EvalConfig, args, args.config)
+    report = run_eval(cfg)
+    path = Path(cfg.json) if cfg.json else default_json_path(cfg)
+    write_json(path, report)
+    print(f"results written to {path}")

@@ -1,0 +1,161 @@
+"""Typed configuration: dataclasses hold every default; YAML files and command-line
+flags override them, in that order.
+
+A dataclass is the single place where a job's defaults live. ``add_config_arguments``
+turns its fields (nested dataclasses flattened) into ``--flag`` options that default to
+"not given", and ``build_config`` layers defaults <- YAML <- flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gencond.errors import GencondError
+
+T = TypeVar("T")
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_list(tp) -> bool:
+    return typing.get_origin(tp) in (list, tuple)
+
+
+def _unwrap_optional(tp):
+    """``X | None`` -> X."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(value: Any, tp, where: str) -> Any:
+    tp = _unwrap_optional(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise GencondError(f"{where}: expected a mapping, got {value!r}")
+        return config_from_dict(tp, value, where)
+    if _is_list(tp):
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(v, item, where) for v in values]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "on"):
+            return True
+        if str(value).lower() in ("false", "no", "0", "off"):
+            return False
+        raise GencondError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(value)
+        except (TypeError, ValueError):
+            raise GencondError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def config_from_dict(cls: type[T], values: dict, where: str = "config") -> T:
+    """Build a dataclass from a (possibly nested) mapping, rejecting unknown keys."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise GencondError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}")
+    base = cls()
+    kwargs = {}
+    for name, value in values.items():
+        current = getattr(base, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = {**dataclasses.asdict(current), **value}
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
+    return dataclasses.replace(base, **kwargs)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise GencondError(f"no config file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise GencondError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise GencondError(f"{path}: a config file must be a mapping of keys to values")
+    return data
+
+
+def _leaf_fields(cls, prefix: tuple[str, ...] = ()):
+    """(path, field, type) for every non-dataclass field, nested ones flattened."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _leaf_fields(tp, prefix + (f.name,))
+        else:
+            yield prefix + (f.name,), f, tp
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--flag`` per leaf field of ``cls``; the flag's name is the field's name."""
+    defaults = cls()
+    for path, f, tp in _leaf_fields(cls):
+        default = defaults
+        for part in path:
+            default = getattr(default, part)
+        flag = "--" + path[-1].replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
+        tp = _unwrap_optional(tp)
+        if tp is bool:
+            parser.add_argument(flag, dest=".".join(path), action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        elif _is_list(tp):
+            parser.add_argument(flag, dest=".".join(path), nargs="+", default=argparse.SUPPRESS,
+                                metavar=path[-1].upper(), help=help_text)
+        else:
+            parser.add_argument(flag, dest=".".join(path), default=argparse.SUPPRESS,
+                                metavar=path[-1].upper(), help=help_text)
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def build_config(cls: type[T], args: argparse.Namespace, config_path: str | Path | None = None) -> T:
+    """Defaults, then the YAML file (if any), then the flags that were given."""
+    values = load_yaml(config_path) if config_path else {}
+    leaf_names = {".".join(path) for path, _, _ in _leaf_fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in leaf_names}
+    return config_from_dict(cls, _merge(values, _nest(given)), str(config_path or "flags"))
+
+
+def config_to_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,20 @@
+"""Datasets: named torchvision datasets, ImageFolder roots, npz array files and the bundled
+digits (the embedded default), each with its shape, classes and normalization."""
+
+from gencond.data import sources  # noqa: F401  (registers the datasets)
+from gencond.data.base import DatasetInfo, DatasetSplits, ImageSet, LazyImageSet, TensorImageSet
+from gencond.data.registry import DEFAULT_DATASET, list_datasets, load_dataset, register_dataset
+from gencond.data.sampler import ClassSampler
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "ClassSampler",
+    "DatasetInfo",
+    "DatasetSplits",
+    "ImageSet",
+    "LazyImageSet",
+    "TensorImageSet",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]

@@ -1,0 +1,50 @@
+"""Class-balanced access to a labelled image set."""
+
+from __future__ import annotations
+
+import torch
+
+from gencond.data.base import ImageSet
+from gencond.errors import GencondError
+
+
+class ClassSampler:
+    """Random real images of chosen classes, drawn without replacement within a call.
+
+    Every matching method (DM, DC/DSA, DiM's logits matching) compares a synthetic batch
+    of some class with a real batch of the same class; this returns those real batches,
+    for one class or many at once, from one seeded generator.
+    """
+
+    def __init__(self, images: ImageSet, seed: int = 0):
+        self.source = images
+        labels = images.labels
+        self.counts = torch.bincount(labels, minlength=images.info.num_classes)
+        self.by_class = torch.argsort(labels, stable=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def indices(self, classes: torch.Tensor | list[int], n: int) -> torch.Tensor:
+        """``n`` random dataset indices per class (fewer when a class has fewer), grouped
+        by class in the order given. Vectorised over classes: random keys, top-n per row."""
+        classes = torch.as_tensor(classes, dtype=torch.long)
+        counts = self.counts[classes]
+        if (counts == 0).any():
+            empty = classes[counts == 0].tolist()
+            raise GencondError(f"class(es) {empty} have no images in {self.source.info.name}")
+        width = int(counts.max())
+        keys = torch.rand(len(classes), width, generator=self.generator)
+        keys[torch.arange(width).view(1, -1) >= counts.view(-1, 1)] = float("inf")
+        take = min(n, width)
+        order = keys.topk(take, dim=1, largest=False).indices
+        valid = order < counts.view(-1, 1)
+        positions = self.starts[classes].view(-1, 1) + order
+        return self.by_class[positions[valid]]
+
+    def sample(self, classes: torch.Tensor | list[int], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real images and labels: ``n`` per class, grouped by class."""
+        return self.source.batch(self.indices(classes, n))
+
+    def sample_class(self, c: int, n: int) -> torch.Tensor:
+        """``n`` real images of class ``c``."""
+        return self.source.images(self.indices([c], n))

@@ -1,0 +1,183 @@
+"""The train-on-synthetic protocol: for every training set, architecture and seed, train
+a freshly initialised network from scratch and test it on the real test split; report
+the mean and standard deviation over seeds of the final test accuracy."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gencond import __version__
+from gencond.artifacts import CondensedSet
+from gencond.config import config_to_dict
+from gencond.data import DatasetSplits, load_dataset
+from gencond.errors import GencondError
+from gencond.evaluate.train import IndexedData, TrainConfig, TrainingData, resolve_device, train_and_test
+from gencond.methods import get_method
+from gencond.models import create_network
+
+FULL = "full"
+
+
+@dataclass
+class EvalConfig:
+    """A whole evaluation job: which training sets, which networks, how many seeds."""
+
+    dataset: str = field(default="digits", metadata={"help": "dataset name or npz:PATH"})
+    data_root: str = field(default="data", metadata={"help": "where named datasets live"})
+    download: bool = field(default=False, metadata={"help": "allow torchvision to download the dataset"})
+    select: str = field(default="random", metadata={"help": "selection method for real subsets, or 'full'"})
+    condensed: list[str] = field(default_factory=list, metadata={"help": "condensed set file(s) to evaluate instead"})
+    ipc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class for selection"})
+    arch: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "evaluation architecture(s)"})
+    seeds: int = field(default=3, metadata={"help": "number of seeds (0..N-1): new network, order and subset each"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    json: str = field(default="", metadata={"help": "where to write the results (default results/eval-<dataset>.json)"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class TrainingSet:
+    """One row of the results table: a named way to get training data for a seed."""
+
+    name: str
+    ipc: int | None
+    make: Callable[[int], TrainingData]
+
+
+@dataclass
+class RowResult:
+    name: str
+    ipc: int | None
+    arch: str
+    accuracies: list[float]
+    train_seconds: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation over seeds, as the DC/DSA/DM code reports."""
+        return float(np.std(self.accuracies))
+
+    def to_dict(self) -> dict:
+        return {
+            "training_set": self.name,
+            "ipc": self.ipc,
+            "arch": self.arch,
+            "mean": round(self.mean, 3),
+            "std": round(self.std, 3),
+            "accuracies": [round(a, 3) for a in self.accuracies],
+            "train_seconds": [round(s, 2) for s in self.train_seconds],
+        }
+
+
+def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int]) -> list[TrainingSet]:
+    """Real subsets chosen by a selection method (the seed picks the subset), or the
+    whole training split when ``method`` is 'full'."""
+    train = splits.train
+    if method == FULL:
+        return [TrainingSet(FULL, None, lambda seed: IndexedData.from_image_set(train))]
+    select = get_method(method, kind="selection").fn
+    for ipc in ipcs:  # fail on impossible sizes before any training starts
+        select(train, ipc, 0)
+
+    def make(ipc: int):
+        return lambda seed: IndexedData.from_tensors(*train.batch(select(train, ipc, seed)))
+
+    return [TrainingSet(method, ipc, make(ipc)) for ipc in ipcs]
+
+
+def condensed_sets(splits: DatasetSplits, paths: list[str]) -> list[TrainingSet]:
+    rows = []
+    for path in paths:
+        condensed = CondensedSet.load(path)
+        condensed.check_matches(splits.info, path)
+        counts = condensed.images_per_class()
+        ipc = int(counts.max()) if int(counts.min()) == int(counts.max()) else None
+        data = IndexedData.from_tensors(condensed.images, condensed.targets)
+        rows.append(TrainingSet(f"{condensed.method} ({Path(path).name})", ipc, lambda seed, d=data: d))
+    return rows
+
+
+def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,
+                 cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print) -> list[RowResult]:
+    info = splits.info
+    for arch in archs:  # unknown names fail before any training
+        create_network(arch, info.num_classes, info.channels, info.image_size)
+    results = []
+    for training_set in sets:
+        for arch in archs:
+            row = RowResult(training_set.name, training_set.ipc, arch, [], [])
+            for seed in range(seeds):
+                acc, seconds = train_and_test(
+                    lambda: create_network(arch, info.num_classes, info.channels, info.image_size),
+                    training_set.make(seed), splits.test, cfg, device, seed,
+                )
+                row.accuracies.append(acc)
+                row.train_seconds.append(seconds)
+                log(f"  {training_set.name} ipc={training_set.ipc or 'all'} {arch} seed={seed}: "
+                    f"{acc:.2f}% ({seconds:.1f} s)")
+            results.append(row)
+    return results
+
+
+def format_table(results: list[RowResult]) -> str:
+    """Rows: training set x IPC; columns: architecture, 'mean ± std (s per network)'."""
+    archs = list(dict.fromkeys(r.arch for r in results))
+    keys = list(dict.fromkeys((r.name, r.ipc) for r in results))
+    cell = {(r.name, r.ipc, r.arch): f"{r.mean:6.2f} ± {r.std:4.2f} ({np.mean(r.train_seconds):.0f} s)" for r in results}
+    header = ["training set", "IPC"] + archs
+    lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs] for name, ipc in keys]
+    widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
+    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))  # noqa: E731
+    rule = "-+-".join("-" * w for w in widths)
+    return "\n".join([fmt(header), rule] + [fmt(row) for row in lines])
+
+
+def machine_description(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "device": str(device),
+        "device_name": name,
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gencond": __version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
+    """Load the data, run the protocol, print the table; returns the JSON report."""
+    if cfg.seeds <= 0:
+        raise GencondError(f"the number of seeds must be positive, got {cfg.seeds}")
+    if any(ipc <= 0 for ipc in cfg.ipc):
+        raise GencondError(f"images per class must be positive, got {cfg.ipc}")
+    cfg.train.check()
+    device = resolve_device(cfg.device)
+    start = time.perf_counter()
+    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    sets = condensed_sets(splits, cfg.condensed) if cfg.condensed else selection_sets(splits, cfg.select, cfg.ipc)
+    log(f"evaluating on {splits.info.name}: {len(splits.train)} train / {len(splits.test)} test images, "
+        f"{cfg.train.epochs} epochs, augment={cfg.train.augment}, device={device}")
+    results = run_protocol(splits, sets, cfg.arch, cfg.seeds, cfg.train, device, log)
+    wall = time.perf_counter() - start
+    log("\nfinal test accuracy (%), mean ± std over "
+        f"{cfg.seeds} seed(s); seconds of training per network in brackets\n")
+    log(format_table(results))
+    log(f"\nwall time {wall:.0f} s")
+    return {
+        "dataset": splits.info.to_dict(),
+        "config": config_to_dict(cfg),
+        "machine": machine_description(device),
+        "wall_seconds": round(wall, 1),
+        "results": [r.to_dict() for r in results],
+    }

@@ -1,0 +1,52 @@
+"""Condensation and selection methods, registered by name with a decorator.
+
+A *selection* method picks real images: ``fn(images: ImageSet, ipc: int, seed: int) ->
+indices``. Later issues add synthesis methods (DM, DC/DSA, IDC) and generators (DiM)
+to the same registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from gencond.errors import GencondError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # "selection" for now
+    fn: Callable
+    summary: str
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, kind: str):
+    """Register ``fn`` under ``name``; its docstring's first line becomes the summary."""
+
+    def decorator(fn: Callable) -> Callable:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _METHODS[name] = Method(name, kind, fn, summary)
+        return fn
+
+    return decorator
+
+
+def list_methods(kind: str | None = None) -> list[str]:
+    return sorted(name for name, m in _METHODS.items() if kind is None or m.kind == kind)
+
+
+def get_method(name: str, kind: str | None = None) -> Method:
+    method = _METHODS.get(name)
+    if method is None or (kind is not None and method.kind != kind):
+        what = f"{kind} method" if kind else "method"
+        raise GencondError(f"unknown {what} {name!r}; choose one of {', '.join(list_methods(kind))}")
+    return method
+
+
+from gencond.methods import coresets  # noqa: E402,F401  (registration)
+
+__all__ = ["Method", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,45 @@
+import argparse
+
+import pytest
+
+from gencond.config import add_config_arguments, build_config, config_from_dict
+from gencond.errors import GencondError
+from gencond.evaluate import EvalConfig
+
+
+def parse(argv, config=None):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, EvalConfig)
+    return build_config(EvalConfig, parser.parse_args(argv), config)
+
+
+def test_defaults_are_the_dc_evaluation_setting():
+    cfg = parse([])
+    assert (cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay) == (0.01, 0.9, 5e-4)
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.schedule, cfg.train.augment) == (256, 1000, "step", "dsa")
+    assert cfg.dataset == "digits" and cfg.arch == ["convnet3"]
+
+
+def test_yaml_then_flags(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("dataset: mnist\nipc: [1, 10]\ntrain:\n  epochs: 300\n  lr: 0.02\n")
+    cfg = parse(["--epochs", "50", "--ipc", "5", "--no-download"], path)
+    assert cfg.dataset == "mnist" and cfg.ipc == [5]
+    assert cfg.train.epochs == 50 and cfg.train.lr == 0.02 and cfg.train.momentum == 0.9
+
+
+def test_unknown_keys_and_bad_types_are_clear(tmp_path):
+    with pytest.raises(GencondError, match="unknown key"):
+        config_from_dict(EvalConfig, {"epochz": 3})
+    with pytest.raises(GencondError, match="expected int"):
+        config_from_dict(EvalConfig, {"seeds": "three"})
+    with pytest.raises(GencondError, match="no config file"):
+        parse([], tmp_path / "missing.yaml")
+
+
+def test_shipped_eval_configs_parse():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs" / "eval").glob("*.yaml")):
+        cfg = parse([], path)
+        assert cfg.train.epochs > 0 and cfg.arch

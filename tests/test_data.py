@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gencond.data import ClassSampler, load_dataset
+from gencond.errors import GencondError
+from gencond.methods.coresets import random_selection
+
+
+def test_digits_is_the_embedded_default(digits):
+    assert digits.info.name == "digits" and digits.info.channels == 1 and digits.info.image_size == 32
+    assert len(digits.train) + len(digits.test) == 1797
+    counts = digits.test.class_counts()
+    assert counts.min() >= 40 and counts.sum() == len(digits.test)
+    x, y = digits.train.batch(torch.arange(8))
+    assert x.shape == (8, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+
+
+def test_digits_split_is_deterministic_and_normalized(digits):
+    again = load_dataset("digits")
+    assert torch.equal(again.train.pixels, digits.train.pixels)
+    assert torch.equal(again.test.labels, digits.test.labels)
+    x = digits.train.images(torch.arange(len(digits.train)))
+    assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-2
+
+
+def test_mnist_from_shared_data(shared_data):
+    splits = load_dataset("mnist", shared_data)
+    assert (len(splits.train), len(splits.test)) == (17435, 10000)
+    assert splits.info.mean == (0.1307,) and splits.info.image_size == 28
+
+
+def test_missing_named_dataset_says_where_it_looked(tmp_path):
+    with pytest.raises(GencondError, match=f"mnist: no readable data under {tmp_path}.*--download"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(GencondError, match="unknown dataset 'mnits'.*digits"):
+        load_dataset("mnits")
+
+
+def write_npz(path, n=20, size=8, channels=3, classes=True):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x": rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8),
+        "y": np.arange(n) % 4,
+    }
+    if classes:
+        arrays["classes"] = np.array(["a", "b", "c", "d"])
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_npz_folder_and_train_file(tmp_path):
+    arrays = write_npz(tmp_path / "train.npz")
+    write_npz(tmp_path / "test.npz", n=8)
+    for spec in (f"npz:{tmp_path}", f"npz:{tmp_path / 'train.npz'}"):
+        splits = load_dataset(spec)
+        assert splits.info.class_names == ("a", "b", "c", "d") and splits.info.channels == 3
+        assert (len(splits.train), len(splits.test)) == (20, 8)
+        assert torch.equal(splits.train.pixels[3], torch.as_tensor(arrays["x"][3]).permute(2, 0, 1))
+        mean = arrays["x"].reshape(-1, 3).mean(0) / 255
+        np.testing.assert_allclose(splits.info.mean, mean, rtol=1e-5)
+
+
+def test_npz_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(GencondError, match="no file at"):
+        load_dataset(f"npz:{tmp_path}")
+    (tmp_path / "train.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(GencondError, match="cannot read"):
+        load_dataset(f"npz:{tmp_path}")
+    np.savez(tmp_path / "train.npz", x=np.zeros((4, 8, 8, 3), np.float32), y=np.zeros(4, int))
+    with pytest.raises(GencondError, match="uint8"):
+        load_dataset(f"npz:{tmp_path}")
+    np.savez(tmp_path / "train.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(GencondError, match="lacks the array"):
+        load_dataset(f"npz:{tmp_path}")
+
+
+def test_image_folder_reads_lazily_at_the_chosen_resolution(tmp_path):
+    root = tmp_path / "tiny-imagenet-200"
+    for c in ("n01", "n02"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (80, 72), color=(40 * i, 200, 30)).save(root / "train" / c / f"{i}.png")
+    (root / "val" / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(root / "val" / "images" / "v0.png")
+    (root / "val" / "val_annotations.txt").write_text("v0.png\tn02\t0\t0\t10\t10\n")
+    splits = load_dataset("tinyimagenet", tmp_path, image_size=16)
+    assert splits.info.class_names == ("n01", "n02") and len(splits.train) == 6
+    assert splits.test.labels.tolist() == [1]
+    x, y = splits.train.batch(torch.tensor([0, 4]))
+    assert x.shape == (2, 3, 16, 16) and y.tolist() == [0, 1]
+
+
+def test_image_folder_missing_root_is_clear(tmp_path):
+    with pytest.raises(GencondError, match="imagenet: no ImageFolder training data found"):
+        load_dataset("imagenet", tmp_path)
+
+
+def test_class_sampler_returns_distinct_images_of_the_asked_classes(digits):
+    sampler = ClassSampler(digits.train, seed=0)
+    idx = sampler.indices([3, 7], 25)
+    labels = digits.train.labels[idx]
+    assert labels[:25].eq(3).all() and labels[25:].eq(7).all()
+    assert len(set(idx.tolist())) == 50
+    # more than a class holds: every image of the class, once
+    count = int(digits.train.class_counts()[5])
+    assert sorted(sampler.indices([5], 10_000).tolist()) == sorted(torch.nonzero(digits.train.labels == 5).flatten().tolist())
+    assert len(sampler.indices([5], 10_000)) == count
+    x = sampler.sample_class(2, 4)
+    assert x.shape == (4, 1, 32, 32)
+
+
+def test_class_sampler_is_seeded(digits):
+    a = ClassSampler(digits.train, seed=3).indices(range(10), 5)
+    b = ClassSampler(digits.train, seed=3).indices(range(10), 5)
+    c = ClassSampler(digits.train, seed=4).indices(range(10), 5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_random_selection_checks_the_size(digits):
+    idx = random_selection(digits.train, 10, seed=0)
+    assert torch.bincount(digits.train.labels[idx], minlength=10).tolist() == [10] * 10
+    with pytest.raises(GencondError, match="positive"):
+        random_selection(digits.train, 0)
+    with pytest.raises(GencondError, match="IPC 500 is larger than class"):
+        random_selection(digits.train, 500)

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from gencond.evaluate import IndexedData, TrainConfig, cutmix, train_and_test
+from gencond.evaluate.train import _lr_factor
+from gencond.methods.coresets import random_selection
+from gencond.models import create_network
+
+
+def test_step_schedule_decays_after_half_and_cosine_ends_at_zero():
+    step = TrainConfig(epochs=10)
+    assert [_lr_factor(step, e) for e in range(10)] == [1.0] * 5 + [0.1] * 5
+    cosine = TrainConfig(epochs=10, schedule="cosine")
+    assert _lr_factor(cosine, 0) == 1.0 and abs(_lr_factor(cosine, 10)) < 1e-12
+
+
+def test_cutmix_pastes_a_box_and_weights_by_its_area():
+    x = torch.zeros(4, 1, 8, 8)
+    x[torch.arange(4), 0] = torch.arange(4.0).view(4, 1, 1)  # image i is filled with value i
+    targets = torch.arange(4)
+    mixed, t_a, t_b, lam = cutmix(x, targets, beta=1.0, generator=torch.Generator().manual_seed(1))
+    for i in range(4):
+        foreign = (mixed[i] != i).float().mean().item() if t_b[i] != i else None
+        if foreign is not None:
+            assert abs(foreign - (1 - lam)) < 1e-6
+        assert set(mixed[i].unique().tolist()) <= {float(i), float(t_b[i])}
+    assert torch.equal(t_a, targets) and sorted(t_b.tolist()) == [0, 1, 2, 3]
+
+
+def fit(digits, seed, **cfg):
+    idx = random_selection(digits.train, 10, seed=0)
+    data = IndexedData.from_tensors(*digits.train.batch(idx))
+    return train_and_test(
+        lambda: create_network("convnet3", 10, 1, 32, width=32), data, digits.test, TrainConfig(**cfg), torch.device("cpu"), seed
+    )
+
+
+def test_training_on_ten_digits_per_class_beats_chance_by_far(digits):
+    acc, seconds = fit(digits, 0, epochs=40)
+    assert acc > 60.0 and seconds > 0
+
+
+def test_same_seed_same_accuracy(digits):
+    assert fit(digits, 1, epochs=3)[0] == fit(digits, 1, epochs=3)[0]
+
+
+def test_soft_labels_and_cutmix_train(digits):
+    idx = random_selection(digits.train, 5, seed=0)
+    x, y = digits.train.batch(idx)
+    soft = torch.nn.functional.one_hot(y, 10).float() * 0.9 + 0.01
+    data = IndexedData.from_tensors(x, soft)
+    acc, _ = train_and_test(lambda: create_network("convnet3", 10, 1, 32, width=16), data, digits.test,
+                            TrainConfig(epochs=2, cutmix_prob=1.0), torch.device("cpu"), 0)
+    assert 0.0 <= acc <= 100.0
+
+
+@pytest.mark.parametrize("field,value", [("schedule", "linear"), ("augment", "autoaugment"), ("epochs", 0)])
+def test_bad_training_options_are_refused(field, value):
+    from gencond.errors import GencondError
+
+    with pytest.raises(GencondError):
+        TrainConfig(**{field: value}).check()

@@ -1,0 +1,90 @@
+import pytest
+import timm
+import torch
+from torch import nn
+
+from gencond.errors import GencondError
+from gencond.models import GENCOND_NETWORKS, ModelPool, create_network, embed
+
+SMALL = [n for n in GENCOND_NETWORKS if not n.startswith(("densenet", "resnet34", "resnet50"))]
+
+
+@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("chans,size", [(1, 28), (3, 32)])
+def test_every_network_builds_and_classifies(name, chans, size):
+    net = timm.create_model(name, num_classes=7, in_chans=chans, img_size=size)
+    x = torch.randn(2, chans, size, size)
+    assert net(x).shape == (2, 7)
+    assert embed(net, x).shape == (2, net.num_features)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(GENCOND_NETWORKS) - set(SMALL)))
+def test_large_networks_build_and_classify(name):
+    net = create_network(name, 10, 3, 32)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_convnet3_matches_the_reference_layout():
+    net = create_network("convnet3", 10, 3, 32)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    pools = [m for m in net.modules() if isinstance(m, nn.AvgPool2d)]
+    assert [c.out_channels for c in convs] == [128, 128, 128] and all(c.kernel_size == (3, 3) for c in convs)
+    assert all(n.num_groups == n.num_channels == 128 and n.affine for n in norms) and len(norms) == 3
+    assert len(pools) == 3 and net.num_features == 128 * 4 * 4
+    # 3x3 convs with bias, 3 affine norms, linear head of 2048 -> 10
+    assert sum(p.numel() for p in net.parameters()) == 3584 + 2 * 147584 + 3 * 256 + 20490
+
+
+def test_mnist_sized_inputs_are_padded_to_32():
+    net = create_network("convnet3", 10, 1, 28)
+    assert net.num_features == 2048
+    assert [m for m in net.modules() if isinstance(m, nn.Conv2d)][0].padding == (3, 3)
+
+
+def test_batch_norm_variant_uses_batch_norm():
+    net = create_network("convnet3_bn", 10, 3, 32)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, nn.GroupNorm) for m in net.modules())
+
+
+def test_resnet_ap_downsamples_by_average_pooling():
+    net = create_network("resnet10_ap", 10, 3, 32)
+    assert all(c.stride == (1, 1) for c in net.modules() if isinstance(c, nn.Conv2d))
+    assert any(isinstance(m, nn.AvgPool2d) for m in net.modules())
+    strided = create_network("resnet10_cifar", 10, 3, 32)
+    assert any(c.stride == (2, 2) for c in strided.modules() if isinstance(c, nn.Conv2d))
+
+
+def test_other_timm_models_are_accepted_as_they_are():
+    net = create_network("resnet10t", 10, 3, 32)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(GencondError, match="unknown architecture 'convnet9'"):
+        create_network("convnet9", 10, 3, 32)
+    with pytest.raises(GencondError, match="unknown architecture"):
+        ModelPool(["convnet3", "nope"], 10, 3, 32)
+
+
+def test_pretrained_weights_are_refused():
+    with pytest.raises(GencondError, match="no pretrained weights"):
+        timm.create_model("convnet3", pretrained=True)
+
+
+def test_model_pool_is_seeded():
+    names = ["convnet3", "mlp3", "resnet10_cifar"]
+    a, b = ModelPool(names, 10, 3, 32, seed=4), ModelPool(names, 10, 3, 32, seed=4)
+    draws_a = [a.draw() for _ in range(6)]
+    draws_b = [b.draw() for _ in range(6)]
+    assert [n for n, _ in draws_a] == [n for n, _ in draws_b]
+    assert len({n for n, _ in draws_a}) > 1
+    for (_, net_a), (_, net_b) in zip(draws_a, draws_b):
+        for pa, pb in zip(net_a.parameters(), net_b.parameters()):
+            assert torch.equal(pa, pb)
+    # successive draws are freshly initialised, not copies
+    first, second = ModelPool(["convnet3"], 10, 3, 32).draw()[1], None
+    second = ModelPool(["convnet3"], 10, 3, 32, seed=1).draw()[1]
+    assert not torch.equal(next(first.parameters()), next(second.parameters()))
