@@ -17,7 +17,7 @@ def toy_set(soft=False):
     return CondensedSet(images, labels, INFO, soft_labels, method="random", config={"ipc": 2})
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".npz"])
 @pytest.mark.parametrize("soft", [False, True])
 def test_round_trip(tmp_path, suffix, soft):
     original = toy_set(soft)

@@ -128,3 +128,12 @@ def test_random_selection_checks_the_size(digits):
         random_selection(digits.train, 0)
     with pytest.raises(GencondError, match="IPC 500 is larger than class"):
         random_selection(digits.train, 500)
+
+
+def test_aligned_sampling_matches_labels_position_by_position(digits):
+    sampler = ClassSampler(digits.train, seed=0)
+    grouped = torch.tensor([1, 1, 1, 4, 4, 4, 9, 9, 9])
+    idx = sampler.indices_aligned(grouped)
+    assert torch.equal(digits.train.labels[idx], grouped) and len(set(idx.tolist())) == 9
+    mixed = torch.tensor([3, 0, 3, 7, 0])
+    assert torch.equal(digits.train.labels[sampler.indices_aligned(mixed)], mixed)

@@ -1,6 +1,15 @@
-"""Artifacts: condensed set files (and, with the generator issue, generator folders)."""
+"""Artifacts: condensed set files and generator folders, written atomically."""
 
 from gencond.artifacts.condensed import CondensedSet
+from gencond.artifacts.generator import ConditionalGenerator, load_generator, register_generator, save_pretrained
 from gencond.artifacts.io import atomic_path, write_json
 
-__all__ = ["CondensedSet", "atomic_path", "write_json"]
+__all__ = [
+    "CondensedSet",
+    "ConditionalGenerator",
+    "atomic_path",
+    "load_generator",
+    "register_generator",
+    "save_pretrained",
+    "write_json",
+]

@@ -8,9 +8,10 @@ One file holds
 - metadata: the dataset description (name, channels, size, class names, normalization),
   the method and its configuration, and the gencond version.
 
-It is written as safetensors (``.safetensors``, the default) or as a ``.pt`` file of
-plain tensors and strings that loads with ``torch.load(weights_only=True)``; neither
-format can carry code.
+It is written as safetensors (``.safetensors``, the default), as a ``.pt`` file of plain
+tensors and strings that loads with ``torch.load(weights_only=True)``, or as NumPy
+``.npz`` arrays (metadata as a JSON string, read with ``allow_pickle=False``); none of
+the formats can carry code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gencond import __version__
@@ -87,12 +89,16 @@ class CondensedSet:
         return tensors
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically; ``.pt`` selects the torch format, anything else safetensors."""
+        """Write atomically; ``.pt`` and ``.npz`` select those formats, anything else safetensors."""
         path = Path(path)
         self.validate(f"condensed set from {self.method}")
         with atomic_path(path) as tmp:
             if path.suffix == ".pt":
                 torch.save({**self._tensors(), "metadata": self._metadata()}, tmp)
+            elif path.suffix == ".npz":
+                with open(tmp, "wb") as f:
+                    np.savez(f, metadata=np.array(json.dumps(self._metadata())),
+                             **{k: v.numpy() for k, v in self._tensors().items()})
             else:
                 from safetensors.torch import save_file
 
@@ -104,7 +110,8 @@ class CondensedSet:
         path = Path(path)
         if not path.is_file():
             raise GencondError(f"no condensed set file at {path}")
-        tensors, metadata = (_read_pt if path.suffix == ".pt" else _read_safetensors)(path)
+        reader = {".pt": _read_pt, ".npz": _read_npz}.get(path.suffix, _read_safetensors)
+        tensors, metadata = reader(path)
         if metadata.get("format") != FORMAT:
             raise GencondError(f"{path} is not a gencond condensed set (format {metadata.get('format')!r})")
         missing = {"images", "labels"} - set(tensors)
@@ -151,3 +158,17 @@ def _read_pt(path: Path) -> tuple[dict, dict]:
         raise GencondError(f"{path} is not a gencond condensed set")
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     return tensors, data["metadata"]
+
+
+def _read_npz(path: Path) -> tuple[dict, dict]:
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            metadata = json.loads(str(arrays["metadata"]))
+            tensors = {k: torch.from_numpy(arrays[k]) for k in arrays.files if k != "metadata"}
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise GencondError(f"cannot read {path} as a condensed-set .npz (truncated or not a condensed set): {err}") from None
+    if not isinstance(metadata, dict):
+        raise GencondError(f"{path} is not a gencond condensed set")
+    return tensors, metadata

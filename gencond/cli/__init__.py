@@ -50,19 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def guarded(run: Callable[[], int | None], prog: str) -> int:
+    """Run ``run``; bad input becomes one line on stderr and exit status 2."""
     try:
-        return int(args._run(args) or 0)
+        return int(run() or 0)
     except GencondError as err:
-        print(f"gencond {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gencond: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
-from gencond.cli import eval_cmd, list_cmd  # noqa: E402,F401  (registration)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: args._run(args), f"gencond {args.command}")
 
-__all__ = ["build_parser", "command", "main"]
+
+from gencond.cli import eval_cmd, list_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registration)
+
+__all__ = ["build_parser", "command", "guarded", "main"]

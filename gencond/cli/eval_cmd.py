@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_json_path(cfg: EvalConfig) -> Path:
     dataset = cfg.dataset.replace("npz:", "npz-").replace("/", "_").strip("._")
-    source = "condensed" if cfg.condensed else cfg.select
+    source = "generator" if cfg.checkpoint else "condensed" if cfg.condensed else cfg.select
     return Path("results") / f"eval-{dataset}-{source}.json"
 
 

@@ -16,13 +16,13 @@ class ClassSampler:
     for one class or many at once, from one seeded generator.
     """
 
-    def __init__(self, images: ImageSet, seed: int = 0):
+    def __init__(self, images: ImageSet, seed: int = 0, generator: torch.Generator | None = None):
         self.source = images
         labels = images.labels
         self.counts = torch.bincount(labels, minlength=images.info.num_classes)
         self.by_class = torch.argsort(labels, stable=True)
         self.starts = torch.cumsum(self.counts, 0) - self.counts
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
 
     def indices(self, classes: torch.Tensor | list[int], n: int) -> torch.Tensor:
         """``n`` random dataset indices per class (fewer when a class has fewer), grouped
@@ -44,6 +44,23 @@ class ClassSampler:
     def sample(self, classes: torch.Tensor | list[int], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Real images and labels: ``n`` per class, grouped by class."""
         return self.source.batch(self.indices(classes, n))
+
+    def indices_aligned(self, labels: torch.Tensor) -> torch.Tensor:
+        """One real image index per entry of ``labels`` (same class, same position).
+        Labels grouped by class with equal counts get distinct images per class; any
+        other labels are drawn with replacement."""
+        classes, counts = torch.unique_consecutive(labels, return_counts=True)
+        k = int(counts[0])
+        if len(set(classes.tolist())) == len(classes) and bool((counts == k).all()) and bool((self.counts[classes] >= k).all()):
+            return self.indices(classes, k)
+        if (self.counts[labels] == 0).any():
+            raise GencondError(f"some of the classes {sorted(set(labels.tolist()))} have no images")
+        offsets = (torch.rand(len(labels), generator=self.generator) * self.counts[labels]).long()
+        return self.by_class[self.starts[labels] + offsets]
+
+    def sample_aligned(self, labels: torch.Tensor) -> torch.Tensor:
+        """Real images whose labels equal ``labels`` position by position."""
+        return self.source.images(self.indices_aligned(labels))
 
     def sample_class(self, c: int, n: int) -> torch.Tensor:
         """``n`` real images of class ``c``."""

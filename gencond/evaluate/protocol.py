@@ -34,6 +34,11 @@ class EvalConfig:
     download: bool = field(default=False, metadata={"help": "allow torchvision to download the dataset"})
     select: str = field(default="random", metadata={"help": "selection method for real subsets, or 'full'"})
     condensed: list[str] = field(default_factory=list, metadata={"help": "condensed set file(s) to evaluate instead"})
+    checkpoint: str = field(default="", metadata={"help": "generator folder to evaluate instead"})
+    inpc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class drawn from --checkpoint"})
+    protocol: list[str] = field(default_factory=lambda: ["fixed", "fresh"],
+                                metadata={"help": "generator protocols: fixed (one set drawn per seed) and/or fresh "
+                                                  "(new samples every step, same count per epoch)"})
     ipc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class for selection"})
     arch: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "evaluation architecture(s)"})
     seeds: int = field(default=3, metadata={"help": "number of seeds (0..N-1): new network, order and subset each"})
@@ -108,6 +113,39 @@ def condensed_sets(splits: DatasetSplits, paths: list[str]) -> list[TrainingSet]
     return rows
 
 
+PROTOCOLS = ("fixed", "fresh")
+
+
+def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], protocols: list[str],
+                   device: torch.device) -> list[TrainingSet]:
+    """A generator under the two protocols. ``fixed``: the seed draws one set of INPC x C
+    images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
+    DiM's deployment, the same number of images per epoch but new ones every step."""
+    from gencond.artifacts import load_generator
+    from gencond.serve import FreshSamples, sample_set
+
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise GencondError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
+    if any(n <= 0 for n in inpcs):
+        raise GencondError(f"images per class (INPC) must be positive, got {inpcs}")
+    generator = load_generator(checkpoint, device)
+    sample_set(generator, 1, 0).check_matches(splits.info, checkpoint)
+    rows = []
+    for protocol in protocols:
+        for inpc in inpcs:
+            if protocol == "fixed":
+                make = lambda seed, n=inpc: IndexedData.from_tensors(*_images_labels(sample_set(generator, n, seed)))
+            else:
+                make = lambda seed, n=inpc: FreshSamples(generator, n)
+            rows.append(TrainingSet(f"generator ({protocol})", inpc, make))
+    return rows
+
+
+def _images_labels(condensed: CondensedSet) -> tuple[torch.Tensor, torch.Tensor]:
+    return condensed.images, condensed.targets
+
+
 def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,
                  cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print) -> list[RowResult]:
     info = splits.info
@@ -165,7 +203,12 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
-    sets = condensed_sets(splits, cfg.condensed) if cfg.condensed else selection_sets(splits, cfg.select, cfg.ipc)
+    if cfg.checkpoint:
+        sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device)
+    elif cfg.condensed:
+        sets = condensed_sets(splits, cfg.condensed)
+    else:
+        sets = selection_sets(splits, cfg.select, cfg.ipc)
     log(f"evaluating on {splits.info.name}: {len(splits.train)} train / {len(splits.test)} test images, "
         f"{cfg.train.epochs} epochs, augment={cfg.train.augment}, device={device}")
     results = run_protocol(splits, sets, cfg.arch, cfg.seeds, cfg.train, device, log)

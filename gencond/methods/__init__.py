@@ -47,6 +47,6 @@ def get_method(name: str, kind: str | None = None) -> Method:
     return method
 
 
-from gencond.methods import coresets  # noqa: E402,F401  (registration)
+from gencond.methods import coresets, dim  # noqa: E402,F401  (registration)
 
 __all__ = ["Method", "get_method", "list_methods", "register_method"]

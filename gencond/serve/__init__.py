@@ -1,0 +1,12 @@
+"""Serving a generator: any number of images per class (INPC), on the fly.
+
+- :func:`sample_set` draws exactly INPC images per class, reproducibly from a seed;
+- :class:`GeneratorDataset` is a map-style torch Dataset of INPC x C (image, label) pairs,
+  generated lazily in batches; with ``fresh=True`` it draws new noise every epoch;
+- :class:`FreshSamples` is the training data of DiM's deployment protocol (new samples
+  every step, the same number of images per epoch).
+"""
+
+from gencond.serve.sampling import FreshSamples, GeneratorDataset, class_list, sample_set
+
+__all__ = ["FreshSamples", "GeneratorDataset", "class_list", "sample_set"]

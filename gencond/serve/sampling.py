@@ -1,0 +1,133 @@
+"""Drawing images from a trained class-conditional generator."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from gencond.artifacts import CondensedSet
+from gencond.artifacts.generator import ConditionalGenerator
+from gencond.errors import GencondError
+
+
+def class_list(generator: ConditionalGenerator, classes: Sequence[int] | None) -> torch.Tensor:
+    """The classes to draw (all by default), checked against the generator's classes."""
+    num_classes = generator.info.num_classes
+    if classes is None or len(classes) == 0:
+        return torch.arange(num_classes)
+    bad = [c for c in classes if not 0 <= int(c) < num_classes]
+    if bad:
+        raise GencondError(f"class index {bad[0]} is out of range: the generator has classes 0..{num_classes - 1}")
+    return torch.as_tensor([int(c) for c in classes])
+
+
+def _check_inpc(inpc: int) -> None:
+    if inpc <= 0:
+        raise GencondError(f"images per class (INPC) must be positive, got {inpc}")
+
+
+def _noise(n: int, dim: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, noise: torch.Tensor,
+                        batch_size: int = 500) -> torch.Tensor:
+    """Images (normalized space, on the CPU) for paired labels and noise, in batches."""
+    if batch_size <= 0:
+        raise GencondError(f"batch size must be positive, got {batch_size}")
+    parts = [generator.generate(y, z).cpu() for y, z in zip(labels.split(batch_size), noise.split(batch_size))]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
+               batch_size: int = 500) -> CondensedSet:
+    """Exactly ``inpc`` images of each class, grouped by class. The noise of the whole set
+    is drawn at once from ``seed``, so the same seed gives the same images whatever the
+    batch size or device."""
+    _check_inpc(inpc)
+    labels = class_list(generator, classes).repeat_interleave(inpc)
+    noise = _noise(len(labels), generator.noise_dim, seed)
+    images = generate_in_batches(generator, labels, noise, batch_size)
+    config = {"inpc": inpc, "seed": seed, "generator": generator.metadata.get("generator", {})}
+    return CondensedSet(images, labels, generator.info, method=f"{generator.metadata.get('architecture', 'generator')} sample", config=config)
+
+
+class GeneratorDataset(Dataset):
+    """INPC x C (image, label) pairs drawn from a generator, lazily, in batches.
+
+    Item ``i`` is an image of class ``classes[i // inpc]``. With ``fresh=False`` the
+    images are fixed by ``seed`` (a condensed set you never had to store); with
+    ``fresh=True`` every epoch draws new noise: call :meth:`set_epoch` as with a
+    ``DistributedSampler``, or let the dataset advance by itself once every item of the
+    current epoch has been read (single-process loading).
+    """
+
+    def __init__(self, generator: ConditionalGenerator, inpc: int, seed: int = 0, fresh: bool = False,
+                 classes: Sequence[int] | None = None, batch_size: int = 256):
+        _check_inpc(inpc)
+        if batch_size <= 0:
+            raise GencondError(f"batch size must be positive, got {batch_size}")
+        self.generator, self.inpc, self.seed, self.fresh = generator, inpc, seed, fresh
+        self.labels = class_list(generator, classes).repeat_interleave(inpc)
+        self.batch_size = batch_size
+        self.epoch, self._served = 0, 0
+        self._blocks: dict[int, torch.Tensor] = {}
+        self._noise = self._epoch_noise()
+
+    def _epoch_noise(self) -> torch.Tensor:
+        """Noise of every item for the current epoch (fixed: epoch 0 always), so an image
+        depends on its index and seed only, not on the block size."""
+        epoch = self.epoch if self.fresh else 0
+        return _noise(len(self.labels), self.generator.noise_dim, self.seed + 1_000_003 * epoch)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        changed = self.fresh and epoch != self.epoch
+        self.epoch, self._served = epoch, 0
+        if changed:
+            self._blocks.clear()
+            self._noise = self._epoch_noise()
+
+    def _block(self, b: int) -> torch.Tensor:
+        if b not in self._blocks:
+            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(self))
+            self._blocks[b] = generate_in_batches(self.generator, self.labels[start:stop], self._noise[start:stop],
+                                                  self.batch_size)
+        return self._blocks[b]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        image = self._block(i // self.batch_size)[i % self.batch_size]
+        if self.fresh:
+            self._served += 1
+            if self._served == len(self):
+                self.set_epoch(self.epoch + 1)
+        return image, int(self.labels[i])
+
+
+class FreshSamples:
+    """DiM's deployment protocol as evaluation training data: each epoch has
+    ``ceil(C * inpc / batch)`` steps, and each step draws new noise for a batch of
+    labels; over an epoch every class appears ``inpc`` times (shuffled)."""
+
+    def __init__(self, generator: ConditionalGenerator, inpc: int, generate_batch: int = 500):
+        _check_inpc(inpc)
+        self.generator, self.inpc, self.generate_batch = generator, inpc, generate_batch
+        self.labels = torch.arange(generator.info.num_classes).repeat_interleave(inpc)
+
+    def epoch(self, batch_size: int, generator: torch.Generator):
+        order = self.labels[torch.randperm(len(self.labels), generator=generator)]
+        for labels in order.split(batch_size):
+            noise = torch.randn(len(labels), self.generator.noise_dim, generator=generator)
+            yield generate_in_batches(self.generator, labels, noise, self.generate_batch), labels
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.labels) / batch_size)

@@ -1,0 +1,154 @@
+"""End-to-end DiM at a tiny size: training, resume, artifacts, sampling, serving, CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gencond.artifacts import load_generator
+from gencond.cli import main
+from gencond.errors import GencondError
+from gencond.methods.dim import DiMConfig, train_dim
+from gencond.serve import GeneratorDataset, sample_set
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=1, match_epochs=1, steps_per_epoch=2,
+                 pool=["convnet3"], pool_train_batches=1, pool_batch=16, match_batch=20, seed=3)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dim")
+    return train_dim(replace(TINY, output_dir=str(out))), out
+
+
+def weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_training_writes_state_grids_log_and_both_generators(trained):
+    generator_dir, out = trained
+    assert (out / "state").is_dir() and not (out / "state.tmp").exists()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in log] == [1, 2] and "match" in log[1] and log[1]["pool_network"] == "convnet3"
+    assert (out / "generator_phase1" / "model.safetensors").is_file()
+    generator = load_generator(generator_dir)
+    assert generator.info.name == "digits" and generator.net.width == 8
+
+
+def test_resume_continues_exactly(trained, tmp_path):
+    _, out = trained
+    first = replace(TINY, output_dir=str(tmp_path), match_epochs=0)
+    train_dim(first)  # stops after epoch 1, as if interrupted
+    resumed = train_dim(replace(TINY, output_dir=str(tmp_path)), resume=True)
+    straight, again = weights(out / "generator"), weights(resumed)
+    assert straight.keys() == again.keys()
+    for key in straight:
+        assert torch.equal(straight[key], again[key]), key
+
+
+def test_resume_without_state_is_a_clear_error(tmp_path):
+    with pytest.raises(GencondError, match="no saved training state"):
+        train_dim(replace(TINY, output_dir=str(tmp_path)), resume=True)
+
+
+def test_sampling_is_exact_and_reproducible(trained):
+    generator = load_generator(trained[0])
+    a = sample_set(generator, 5, seed=1, batch_size=7)
+    b = sample_set(generator, 5, seed=1, batch_size=50)
+    assert a.images.shape == (50, 1, 32, 32) and a.images_per_class().tolist() == [5] * 10
+    torch.testing.assert_close(a.images, b.images, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a.images, sample_set(generator, 5, seed=2).images)
+    assert sample_set(generator, 2, classes=[3, 7]).labels.tolist() == [3, 3, 7, 7]
+
+
+def test_generator_dataset_trains_a_network_through_a_dataloader(trained):
+    generator = load_generator(trained[0])
+    fixed = GeneratorDataset(generator, inpc=4, seed=0, batch_size=16)
+    assert len(fixed) == 40 and fixed[5][1] == 1 and fixed[39][1] == 9
+    torch.testing.assert_close(fixed[7][0], GeneratorDataset(generator, inpc=4, seed=0, batch_size=3)[7][0],
+                               atol=1e-5, rtol=1e-5)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loader = torch.utils.data.DataLoader(fixed, batch_size=8, shuffle=True)
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss)
+
+    fresh = GeneratorDataset(generator, inpc=2, seed=0, fresh=True)
+    first = torch.stack([fresh[i][0] for i in range(len(fresh))])
+    second = torch.stack([fresh[i][0] for i in range(len(fresh))])  # epoch advanced by itself
+    assert fresh.epoch == 2 and not torch.allclose(first, second)
+    fresh.set_epoch(0)
+    torch.testing.assert_close(torch.stack([fresh[i][0] for i in range(len(fresh))]), first)
+
+
+def test_cli_sample_and_eval_on_a_trained_generator(trained, tmp_path, capsys):
+    folder = str(trained[0])
+    assert main(["sample", "--inpc", "3", "--checkpoint", folder, "--out", str(tmp_path / "png")]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").iterdir())[:2] == ["0_0", "1_1"]
+    assert len(list((tmp_path / "png" / "9_9").iterdir())) == 3
+    assert main(["sample", "--inpc", "2", "--checkpoint", folder, "--format", "pt", "--out", str(tmp_path / "s.pt")]) == 0
+    assert main(["eval", "--condensed", str(tmp_path / "s.pt"), "--epochs", "1", "--seeds", "1",
+                 "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["eval", "--checkpoint", folder, "--inpc", "1", "--epochs", "1", "--seeds", "1",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "generator (fixed) | 1" in out and "generator (fresh) | 1" in out
+
+
+def one_line_error(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_bad_generator_inputs(trained, tmp_path, capsys):
+    folder = trained[0]
+    one_line_error(capsys, ["sample", "--inpc", "0", "--checkpoint", str(folder)], "INPC) must be positive")
+    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(folder), "--classes", "10"],
+                   "class index 10 is out of range")
+    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(tmp_path / "none")], "no generator folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(empty)], "has no config.json")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "config.json").write_text((folder / "config.json").read_text())
+    state = weights(folder)
+    state["fc.0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(wrong / "model.safetensors"))
+    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(wrong)], "fc.0.weight has shape (3, 3)")
+    torch.save(weights(folder), wrong / "model.safetensors")  # a pickle under the safetensors name
+    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(wrong)], "pickles are never loaded")
+    one_line_error(capsys, ["eval", "--checkpoint", str(folder), "--inpc", "0"], "INPC) must be positive")
+    one_line_error(capsys, ["eval", "--checkpoint", str(folder), "--dataset", "mnist", "--data-root",
+                            str(ROOT.parent / "shared" / "data")], "1x32x32 images of 10 classes, but mnist has 1x28x28")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun test")
+def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(ROOT / "scripts" / "train_dim.py"), "--dataset", "digits", "--width", "8", "--batch-size", "16",
+           "--gan-epochs", "1", "--match-epochs", "1", "--steps-per-epoch", "2", "--pool", "convnet3",
+           "--pool-train-batches", "1", "--pool-batch", "16", "--match-batch", "20", "--output-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["written_by_rank"] == 0
+    first, second = summary["generator_checksum_per_rank"]
+    assert first == second
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["rank"] for r in log] == [0, 0]  # one line per epoch: rank 1 wrote nothing
