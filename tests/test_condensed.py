@@ -71,3 +71,12 @@ def test_wrong_shapes_are_refused(tmp_path):
 def test_save_is_atomic(tmp_path):
     path = toy_set().save(tmp_path / "set.safetensors")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    path = toy_set().save(tmp_path / "set.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

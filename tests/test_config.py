@@ -43,3 +43,22 @@ def test_shipped_eval_configs_parse():
     for path in sorted((Path(__file__).resolve().parents[1] / "configs" / "eval").glob("*.yaml")):
         cfg = parse([], path)
         assert cfg.train.epochs > 0 and cfg.arch
+
+
+def test_shipped_dim_configs_parse_and_check():
+    from pathlib import Path
+
+    from gencond.config import load_yaml
+    from gencond.methods.dim import DiMConfig
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "dim").glob("*.yaml"))
+    names = {p.stem for p in paths}
+    assert {"mnist", "fashion_mnist", "svhn", "cifar10", "cifar100", "imagenet", "mnist_subset",
+            "cifar10_subset", "digits"} <= names
+    for path in paths:
+        cfg = config_from_dict(DiMConfig, load_yaml(path), str(path))
+        cfg.check()
+        assert cfg.mixed_precision in ("no", "bf16") and cfg.match_weight == 0.01
+    paper = config_from_dict(DiMConfig, load_yaml(paths[0].parent / "cifar10.yaml"))
+    assert (paper.width, paper.noise_dim, paper.batch_size, paper.gan_epochs, paper.gp_weight) == (196, 100, 64, 120, 10.0)
+    assert paper.pool == ["convnet3", "resnet10_cifar", "resnet18_cifar"] and paper.match == "logits"

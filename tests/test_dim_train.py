@@ -152,3 +152,22 @@ def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path
     assert first == second
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["rank"] for r in log] == [0, 0]  # one line per epoch: rank 1 wrote nothing
+
+
+def test_shipped_checkpoint_samples_without_arguments(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", "--inpc", "50", "--format", "npz"]) == 0
+    from gencond.artifacts import CondensedSet
+
+    drawn = CondensedSet.load(tmp_path / "samples" / "inpc50.npz")
+    assert drawn.images_per_class().tolist() == [50] * 10 and drawn.info.name == "digits"
+
+
+def test_ema_generator_is_saved_and_checkpointed(tmp_path):
+    folder = train_dim(replace(TINY, output_dir=str(tmp_path), match_epochs=0, ema_decay=0.5))
+    assert (tmp_path / "state" / "custom_checkpoint_1.pkl").is_file()  # the EMA state travels with save_state
+
+    ema_weights = weights(folder)
+    raw = train_dim(replace(TINY, output_dir=str(tmp_path / "raw"), match_epochs=0))
+    raw_weights = weights(raw)
+    assert any(not torch.equal(ema_weights[k], raw_weights[k]) for k in raw_weights if "running" not in k)

@@ -17,14 +17,14 @@ def method_parser(name: str, prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=method.summary)
     parser.add_argument("--config", help="YAML file of config fields (flags override it)")
     parser.add_argument("--resume", action="store_true", help="continue from the training state in output_dir")
-    add_config_arguments(parser, method.fn.config_class)
+    add_config_arguments(parser, method.config)
     return parser
 
 
 def run_training(name: str, argv: list[str], prog: str) -> None:
     args = method_parser(name, prog).parse_args(argv)
     method = get_method(name, kind="generator")
-    cfg = build_config(method.fn.config_class, args, args.config)
+    cfg = build_config(method.config, args, args.config)
     result = method.fn(cfg, resume=args.resume)
     from accelerate import PartialState
 

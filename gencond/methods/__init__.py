@@ -1,8 +1,8 @@
 """Condensation and selection methods, registered by name with a decorator.
 
 A *selection* method picks real images: ``fn(images: ImageSet, ipc: int, seed: int) ->
-indices``. Later issues add synthesis methods (DM, DC/DSA, IDC) and generators (DiM)
-to the same registry.
+indices``. A *generator* method trains a generator: ``fn(config, resume=False) -> folder``,
+with ``config`` an instance of the method's registered config dataclass.
 """
 
 from __future__ import annotations
@@ -16,20 +16,21 @@ from gencond.errors import GencondError
 @dataclass(frozen=True)
 class Method:
     name: str
-    kind: str  # "selection" for now
+    kind: str  # "selection" or "generator"
     fn: Callable
     summary: str
+    config: type | None = None  # the dataclass of its settings, if it has any
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, kind: str):
+def register_method(name: str, kind: str, config: type | None = None):
     """Register ``fn`` under ``name``; its docstring's first line becomes the summary."""
 
     def decorator(fn: Callable) -> Callable:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, kind, fn, summary)
+        _METHODS[name] = Method(name, kind, fn, summary, config)
         return fn
 
     return decorator

@@ -276,142 +276,201 @@ def _checksum(module: nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in module.parameters()))
 
 
-def train_dim(cfg: DiMConfig, resume: bool = False) -> Path:
-    """Run DiM; returns the folder of the saved generator."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+@dataclass
+class EpochContext:
+    """What one epoch of one process draws from: its random stream, real-data sampler,
+    pool network (phase 2) and siamese augmentation. Seeded by (seed, epoch, rank), so a
+    run resumed at an epoch boundary continues exactly."""
 
-    cfg.check()
-    # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size or None)
-    train, info = splits.train, splits.info
-    gen, disc = build_networks(cfg, info)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    gen, disc, opt_g, opt_d = accelerator.prepare(gen, disc, opt_g, opt_d)
-    raw_gen, raw_disc = accelerator.unwrap_model(gen), accelerator.unwrap_model(disc)
-    progress = Progress()
-    accelerator.register_for_checkpointing(progress)
-    ema = None
-    if cfg.ema_decay > 0:
-        from diffusers.training_utils import EMAModel
+    phase: int
+    rng: torch.Generator
+    sampler: ClassSampler
+    pool: PoolTrainer | None
+    match_augment: DSA
 
-        ema = EMAModel(raw_gen.parameters(), decay=cfg.ema_decay)
-        accelerator.register_for_checkpointing(ema)
-    if resume:
-        state = _resume_dir(out)
+
+class DiMTrainer:
+    """The training loop of :func:`train_dim`, one method per step of Algorithm 1."""
+
+    def __init__(self, cfg: DiMConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        cfg.check()
+        self.cfg = cfg
+        # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        set_seed(cfg.seed)
+        self.out = Path(cfg.output_dir)
+        splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size or None)
+        self.train, self.info = splits.train, splits.info
+        gen, disc = build_networks(cfg, self.info)
+        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.gen, self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(gen, disc, opt_g, opt_d)
+        self.raw_gen = self.accelerator.unwrap_model(self.gen)
+        self.raw_disc = self.accelerator.unwrap_model(self.disc)
+        self.progress = Progress()
+        self.accelerator.register_for_checkpointing(self.progress)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.raw_gen.parameters(), decay=cfg.ema_decay)
+            self.accelerator.register_for_checkpointing(self.ema)
+        self.device = self.accelerator.device
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+
+    def resume(self) -> None:
+        state = _resume_dir(self.out)
         if state is None:
-            raise GencondError(f"--resume: no saved training state under {out}")
-        accelerator.load_state(str(state))
-        accelerator.print(f"resumed from {state} at epoch {progress.epoch}")
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", asdict(cfg))
+            raise GencondError(f"--resume: no saved training state under {self.out}")
+        self.accelerator.load_state(str(state))
+        self.accelerator.print(f"resumed from {state} at epoch {self.progress.epoch}")
 
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    accelerator.print(f"DiM on {info.name}: {len(train)} images, {info.num_classes} classes, {world} process(es), "
-                      f"epochs {cfg.gan_epochs} GAN + {cfg.match_epochs} matching, device {device}")
-    for epoch in range(progress.epoch, cfg.epochs):
+    def epoch_context(self, epoch: int) -> EpochContext:
+        cfg = self.cfg
         phase = 1 if epoch < cfg.gan_epochs else 2
         lr = cfg.match_lr if phase == 2 and cfg.match_lr > 0 else cfg.lr
-        for group in [*opt_g.param_groups, *opt_d.param_groups]:
+        for group in [*self.opt_g.param_groups, *self.opt_d.param_groups]:
             group["lr"] = lr
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
-        sampler = ClassSampler(train, generator=rng)
-        pool = PoolTrainer(cfg, train, epoch, rng, device) if phase == 2 else None
-        match_augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=rng)
-        batches = epoch_batches(len(train), cfg.batch_size, rank, world, cfg.seed, epoch, cfg.steps_per_epoch)
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + self.rank)
+        pool = PoolTrainer(cfg, self.train, epoch, rng, self.device) if phase == 2 else None
+        return EpochContext(phase, rng, ClassSampler(self.train, generator=rng), pool,
+                            DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=rng))
+
+    def generator_step(self, ctx: EpochContext, real_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Phase 1: GAN loss on a generated batch with the real batch's labels. Phase 2:
+        the pool network trains on real data first, then GAN loss + lambda x matching on
+        a class-balanced batch."""
+        cfg, acc = self.cfg, self.accelerator
+        if ctx.phase == 2:
+            ctx.pool.train_steps(acc.autocast)
+            labels = balanced_labels(cfg.match_batch, self.info.num_classes, ctx.rng)
+            match_real = ctx.sampler.sample_aligned(labels).to(self.device)
+            labels = labels.to(self.device)
+        else:
+            labels = real_labels
+        noise = torch.randn(len(labels), cfg.noise_dim, generator=ctx.rng).to(self.device)
+        self.raw_disc.requires_grad_(False)  # the critic is only a loss here
+        with acc.no_sync(self.disc):
+            fake = self.gen(noise, labels)
+            loss = generator_gan_loss(self.disc, fake, labels)
+            losses = {"g_gan": loss.detach()}
+            if ctx.phase == 2:
+                with acc.autocast():
+                    match = matching_loss(cfg, ctx.pool, self.info, match_real, fake, labels, ctx.match_augment)
+                losses["match"] = match.detach()
+                loss = loss + match
+            self.opt_g.zero_grad(set_to_none=True)
+            acc.backward(loss)
+        self.opt_g.step()
+        self.raw_disc.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.step(self.raw_gen.parameters())
+        return losses
+
+    def discriminator_step(self, ctx: EpochContext, real: torch.Tensor, real_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Critic step on the real batch and a generated batch of random labels."""
+        n, rng = len(real), ctx.rng
+        fake_labels = torch.randint(self.info.num_classes, (n,), generator=rng).to(self.device)
+        noise = torch.randn(n, self.cfg.noise_dim, generator=rng).to(self.device)
+        with torch.no_grad():
+            fake = self.gen(noise, fake_labels)
+        alpha = torch.rand(n, generator=rng).to(self.device)
+        parts = discriminator_loss(self.disc, real, real_labels, fake, fake_labels, self.cfg.gp_weight, alpha)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.accelerator.backward(parts["loss"])
+        self.opt_d.step()
+        return {("d_loss" if k == "loss" else k): v.detach() for k, v in parts.items()}
+
+    def run_epoch(self, epoch: int) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        ctx = self.epoch_context(epoch)
+        batches = epoch_batches(len(self.train), cfg.batch_size, self.rank, self.world, cfg.seed, epoch,
+                                cfg.steps_per_epoch)
         totals: dict[str, float] = {}
-        start = time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs} (phase {phase})",
-                   disable=not accelerator.is_local_main_process, leave=False)
+        start = first_step_done = time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs} (phase {ctx.phase})",
+                   disable=not self.accelerator.is_local_main_process, leave=False)
         for idx in bar:
-            real_norm, real_labels = train.batch(idx)
-            real = to_gan_range(info, real_norm).to(device)
-            real_labels = real_labels.to(device)
-
-            # generator step
-            if phase == 2:
-                pool.train_steps(accelerator.autocast)
-                labels = balanced_labels(cfg.match_batch, info.num_classes, rng)
-                match_real = sampler.sample_aligned(labels).to(device)
-                labels = labels.to(device)
-            else:
-                labels = real_labels
-            noise = torch.randn(len(labels), cfg.noise_dim, generator=rng).to(device)
-            raw_disc.requires_grad_(False)
-            with accelerator.no_sync(disc):
-                fake = gen(noise, labels)
-                g_loss = generator_gan_loss(disc, fake, labels)
-                losses = {"g_gan": g_loss.detach()}
-                if phase == 2:
-                    with accelerator.autocast():
-                        m_loss = matching_loss(cfg, pool, info, match_real, fake, labels, match_augment)
-                    losses["match"] = m_loss.detach()
-                    g_loss = g_loss + m_loss
-                opt_g.zero_grad(set_to_none=True)
-                accelerator.backward(g_loss)
-            opt_g.step()
-            raw_disc.requires_grad_(True)
-            if ema is not None:
-                ema.step(raw_gen.parameters())
-
-            # discriminator step
-            fake_labels = torch.randint(info.num_classes, (len(real),), generator=rng).to(device)
-            noise = torch.randn(len(real), cfg.noise_dim, generator=rng).to(device)
-            with torch.no_grad():
-                fake = gen(noise, fake_labels)
-            alpha = torch.rand(len(real), generator=rng).to(device)
-            d_losses = discriminator_loss(disc, real, real_labels, fake, fake_labels, cfg.gp_weight, alpha)
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(d_losses["loss"])
-            opt_d.step()
-
-            losses.update({k: v.detach() for k, v in d_losses.items() if k != "loss"})
-            losses["d_loss"] = d_losses["loss"].detach()
+            real_norm, real_labels = self.train.batch(idx)
+            real, real_labels = to_gan_range(self.info, real_norm).to(self.device), real_labels.to(self.device)
+            losses = self.generator_step(ctx, real_labels)
+            losses.update(self.discriminator_step(ctx, real, real_labels))
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()})
-        seconds = time.perf_counter() - start
-        progress.epoch = epoch + 1
-        _save_state_atomically(accelerator, out)
-        record = {"epoch": epoch + 1, "phase": phase, "steps": len(batches), "seconds": round(seconds, 2),
-                  "seconds_per_step": round(seconds / len(batches), 4), "rank": rank,
-                  **({"pool_network": pool.name} if pool else {}),
-                  **{k: round(v / len(batches), 5) for k, v in totals.items()}}
-        if accelerator.is_main_process:
-            with open(out / "log.jsonl", "a") as log:
+            if first_step_done == start:
+                first_step_done = time.perf_counter()
+        end = time.perf_counter()
+        return {"epoch": epoch + 1, "phase": ctx.phase, "steps": len(batches), "seconds": round(end - start, 2),
+                "seconds_per_step": round((end - start) / len(batches), 4),
+                "seconds_after_first_step": round(end - first_step_done, 3), "rank": self.rank,
+                **({"pool_network": ctx.pool.name} if ctx.pool else {}),
+                **{k: round(v / len(batches), 5) for k, v in totals.items()}}
+
+    def end_of_epoch(self, record: dict) -> None:
+        """Checkpoint (every process takes part), then the main process writes the rest."""
+        cfg, epoch = self.cfg, record["epoch"]
+        self.progress.epoch = epoch
+        _save_state_atomically(self.accelerator, self.out)
+        if self.accelerator.is_main_process:
+            with open(self.out / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
-            if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
-                save_sample_grid(raw_gen, info, out / "samples" / f"epoch_{epoch + 1:04d}.png")
-            if phase == 1 and epoch + 1 == cfg.gan_epochs and cfg.match_epochs:
-                save_pretrained(raw_gen, out / PHASE1_DIR, info, training={"method": "dim", "phase": 1, **asdict(cfg)})
-        accelerator.print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("epoch", "rank")))
+            if cfg.sample_every and epoch % cfg.sample_every == 0:
+                save_sample_grid(self.raw_gen, self.info, self.out / "samples" / f"epoch_{epoch:04d}.png")
+            if epoch == cfg.gan_epochs and cfg.match_epochs:
+                save_pretrained(self.raw_gen, self.out / PHASE1_DIR, self.info,
+                                training={"method": "dim", "phase": 1, **asdict(cfg)})
+        self.accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in record.items()
+                                                               if k not in ("epoch", "rank")))
 
-    accelerator.wait_for_everyone()
-    checksums = accelerator.gather(torch.tensor([_checksum(raw_gen)], dtype=torch.float64, device=device)).cpu()
-    if ema is not None:
-        ema.store(raw_gen.parameters())
-        ema.copy_to(raw_gen.parameters())
-    if accelerator.is_main_process:
-        save_pretrained(raw_gen, out / GENERATOR_DIR, info, training={"method": "dim", **asdict(cfg)})
-        write_json(out / "summary.json", {"epochs": cfg.epochs, "processes": world,
-                                          "generator_checksum_per_rank": checksums.tolist(), "written_by_rank": rank})
-    if ema is not None:
-        ema.restore(raw_gen.parameters())
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return out / GENERATOR_DIR
+    def finish(self) -> Path:
+        """Save the generator (EMA weights if enabled) and a summary with every rank's
+        generator checksum (data parallelism must keep them identical)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        checksum = torch.tensor([_checksum(self.raw_gen)], dtype=torch.float64, device=self.device)
+        checksums = acc.gather(checksum).cpu().tolist()
+        if self.ema is not None:
+            self.ema.store(self.raw_gen.parameters())
+            self.ema.copy_to(self.raw_gen.parameters())
+        if acc.is_main_process:
+            save_pretrained(self.raw_gen, self.out / GENERATOR_DIR, self.info, training={"method": "dim", **asdict(self.cfg)})
+            write_json(self.out / "summary.json", {"epochs": self.cfg.epochs, "processes": self.world,
+                                                   "generator_checksum_per_rank": checksums,
+                                                   "written_by_rank": self.rank})
+        if self.ema is not None:
+            self.ema.restore(self.raw_gen.parameters())
+        acc.wait_for_everyone()
+        acc.end_training()
+        return self.out / GENERATOR_DIR
+
+    def fit(self) -> Path:
+        cfg, info = self.cfg, self.info
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / "config.json", asdict(cfg))
+        self.accelerator.print(f"DiM on {info.name}: {len(self.train)} images, {info.num_classes} classes, "
+                               f"{self.world} process(es), epochs {cfg.gan_epochs} GAN + {cfg.match_epochs} matching, "
+                               f"device {self.device}")
+        for epoch in range(self.progress.epoch, cfg.epochs):
+            self.end_of_epoch(self.run_epoch(epoch))
+        return self.finish()
 
 
-@register_method("dim", kind="generator")
+def train_dim(cfg: DiMConfig, resume: bool = False) -> Path:
+    """Run DiM; returns the folder of the saved generator."""
+    trainer = DiMTrainer(cfg)
+    if resume:
+        trainer.resume()
+    return trainer.fit()
+
+
+@register_method("dim", kind="generator", config=DiMConfig)
 def dim(cfg: DiMConfig, resume: bool = False) -> Path:
     """DiM: conditional GAN + logits matching against a model pool (Wang, Gu et al. 2023)."""
     return train_dim(cfg, resume)
-
-
-dim.config_class = DiMConfig

@@ -1,0 +1,175 @@
+"""DiM benchmark: random real images vs. a conditional GAN vs. DiM, side by side.
+
+One run, on one dataset (the MNIST subset by default), CPU-practical width:
+
+1. trains the GAN phase for ``gan_epochs``; from that state it continues twice, once
+   GAN-only (the cGAN baseline, same total steps) and once with logits matching (DiM);
+2. trains a ConvNet-3 on the real training split and measures class fidelity (share of
+   generated images it assigns to their label) for both generators;
+3. evaluates random real selection (IPC) and both generators (INPC) under the fixed and
+   the fresh protocol with ConvNet-3, several seeds, final test accuracy;
+4. times sampling (images/s), and the phase-1 and phase-2 steps of the real training loop
+   at the official width (196) and batch (64), to set beside the official code's.
+
+    python scripts/bench_dim.py --config configs/dim/mnist_subset.yaml --json results/bench_dim_mnist.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from gencond.artifacts import load_generator, write_json
+from gencond.config import config_from_dict, load_yaml
+from gencond.data import load_dataset
+from gencond.evaluate import IndexedData, TrainConfig, class_fidelity, format_table, resolve_device, run_protocol
+from gencond.evaluate.protocol import generator_sets, machine_description, selection_sets
+from gencond.evaluate.train import test_accuracy, train_network
+from gencond.methods.dim import STATE_DIR, DiMConfig, train_dim
+from gencond.models import create_network
+from gencond.serve import sample_set
+
+OFFICIAL = {"phase1_step_s": 4.54, "phase2_step_s": 4.95, "sampling_images_per_s": 177}
+
+
+def train_branches(cfg: DiMConfig, work: Path) -> dict:
+    """Shared GAN phase, then a GAN-only and a matching continuation from the same state."""
+    timings = {}
+    shared = dataclasses.replace(cfg, output_dir=str(work / "shared"), match_epochs=0)
+    start = time.perf_counter()
+    train_dim(shared)
+    timings["shared_gan_phase_s"] = time.perf_counter() - start
+    runs = {
+        "cgan": dataclasses.replace(cfg, gan_epochs=cfg.gan_epochs + cfg.match_epochs, match_epochs=0),
+        "dim": cfg,
+    }
+    folders = {}
+    for name, run_cfg in runs.items():
+        out = work / name
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        shutil.copytree(work / "shared" / STATE_DIR, out / STATE_DIR)
+        start = time.perf_counter()
+        folders[name] = train_dim(dataclasses.replace(run_cfg, output_dir=str(out)), resume=True)
+        timings[f"{name}_continuation_s"] = time.perf_counter() - start
+    return {"folders": folders, "timings": timings}
+
+
+def real_classifier(splits, epochs: int, device) -> tuple[torch.nn.Module, float]:
+    info = splits.info
+    torch.manual_seed(0)
+    net = create_network("convnet3", info.num_classes, info.channels, info.image_size)
+    train_network(net, IndexedData.from_image_set(splits.train), TrainConfig(epochs=epochs, augment="none"), device)
+    return net, test_accuracy(net, splits.test, device)
+
+
+def sampling_speed(generator, inpc: int = 50, repeats: int = 3) -> float:
+    sample_set(generator, 1)  # warm-up
+    best = float("inf")
+    for seed in range(repeats):
+        start = time.perf_counter()
+        sample_set(generator, inpc, seed)
+        best = min(best, time.perf_counter() - start)
+    return inpc * generator.info.num_classes / best
+
+
+def step_times(cfg: DiMConfig, work: Path, pools: list[str], steps: int, precision: str) -> dict:
+    """Seconds per step of the real training loop at the official width and batch:
+    phase 1 (G + D step) and phase 2 (+ pool training + matching), one run per pool
+    network. The first step of each epoch is excluded as warm-up."""
+    result = {}
+    for pool in pools:
+        out = work / f"speed_{pool}_{precision}"
+        shutil.rmtree(out, ignore_errors=True)
+        speed_cfg = dataclasses.replace(cfg, output_dir=str(out), width=196, batch_size=64, gan_epochs=1,
+                                        match_epochs=1, steps_per_epoch=steps + 1, pool=[pool],
+                                        pool_train_batches=16, mixed_precision=precision, sample_every=0)
+        train_dim(speed_cfg)
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        result["phase1_step_s"] = result.get("phase1_step_s", log[0]["seconds_after_first_step"] / steps)
+        result[f"phase2_step_s ({pool})"] = log[1]["seconds_after_first_step"] / steps
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/dim/mnist_subset.yaml")
+    parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--classifier-epochs", type=int, default=3, help="epochs of the real-data fidelity classifier")
+    parser.add_argument("--fidelity-inpc", type=int, default=100)
+    parser.add_argument("--speed-steps", type=int, default=3, help="timed steps per phase at width 196 (0 = skip)")
+    parser.add_argument("--speed-pools", nargs="+", default=["convnet3", "resnet10_cifar"])
+    parser.add_argument("--speed-precisions", nargs="+", default=["no", "bf16"])
+    parser.add_argument("--work-dir", default="runs/bench_dim")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default="results/bench_dim.json")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    cfg = config_from_dict(DiMConfig, load_yaml(args.config), args.config)
+    work = Path(args.work_dir)
+    device = resolve_device(args.device)
+    splits = load_dataset(cfg.dataset, cfg.data_root)
+
+    branches = train_branches(cfg, work)
+    generators = {name: load_generator(folder, device) for name, folder in branches["folders"].items()}
+
+    classifier, classifier_acc = real_classifier(splits, args.classifier_epochs, device)
+    fidelity = {name: class_fidelity(g, classifier, args.fidelity_inpc) for name, g in generators.items()}
+    throughput = {name: sampling_speed(g) for name, g in generators.items()}
+
+    eval_cfg = TrainConfig(epochs=args.eval_epochs)
+    sets = selection_sets(splits, "random", args.inpc)
+    for name, folder in branches["folders"].items():
+        for row in generator_sets(splits, str(folder), args.inpc, ["fixed", "fresh"], device):
+            row.name = row.name.replace("generator", "cGAN" if name == "cgan" else "DiM")
+            sets.append(row)
+    results = run_protocol(splits, sets, ["convnet3"], args.seeds, eval_cfg, device)
+
+    speed = {}
+    for precision in args.speed_precisions if args.speed_steps else []:
+        speed[precision] = step_times(cfg, work, args.speed_pools, args.speed_steps, precision)
+        official_width = load_generator(work / f"speed_{args.speed_pools[0]}_{precision}" / "generator", device)
+        speed[precision]["sampling_images_per_s (width 196, fp32)"] = sampling_speed(official_width)
+    wall = time.perf_counter() - start
+
+    print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; generators of width {cfg.width}, "
+          f"{cfg.gan_epochs} GAN epochs + {cfg.match_epochs} (DiM: matching; cGAN: GAN) epochs; "
+          f"ConvNet-3 evaluation, {args.eval_epochs} epochs, DSA, {args.seeds} seeds\n")
+    print(format_table(results))
+    print(f"\nclass fidelity ({args.fidelity_inpc} images per class, ConvNet-3 trained on real data: "
+          f"{classifier_acc:.2f}% test accuracy): " + ", ".join(f"{k} {v:.1f}%" for k, v in fidelity.items()))
+    print("training wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in branches["timings"].items()))
+    print("sampling: " + ", ".join(f"{k} {v:.0f} images/s" for k, v in throughput.items()) + f" (width {cfg.width})")
+    for precision, times in speed.items():
+        print(f"speed at width 196, batch 64, mixed_precision={precision}: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
+    print(f"official code on this machine: {OFFICIAL}")
+    print(f"\nwall time {wall:.0f} s on {machine_description(device)['device_name']} ({device})")
+    write_json(args.json, {
+        "benchmark": "dim",
+        "args": vars(args),
+        "dim_config": dataclasses.asdict(cfg),
+        "machine": machine_description(device),
+        "wall_seconds": round(wall, 1),
+        "results": [r.to_dict() for r in results],
+        "class_fidelity_percent": fidelity,
+        "fidelity_classifier_test_accuracy": classifier_acc,
+        "training_seconds": branches["timings"],
+        "sampling_images_per_s": throughput,
+        "speed_width196": speed,
+        "official_code": OFFICIAL,
+    })
+    print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
