@@ -106,7 +106,7 @@ class CondensedSet:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "CondensedSet":
+    def load(cls, path: str | Path) -> CondensedSet:
         path = Path(path)
         if not path.is_file():
             raise GencondError(f"no condensed set file at {path}")

@@ -57,7 +57,7 @@ class ConditionalGenerator:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def to(self, device) -> "ConditionalGenerator":
+    def to(self, device) -> ConditionalGenerator:
         self.net.to(device)
         return self
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from gencond import __version__
 from gencond.errors import GencondError

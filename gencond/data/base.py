@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ class DatasetInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DatasetInfo":
+    def from_dict(cls, d: dict) -> DatasetInfo:
         return cls(
             name=str(d["name"]),
             channels=int(d["channels"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from gencond.data.base import DatasetSplits
 from gencond.errors import GencondError

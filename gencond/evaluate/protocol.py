@@ -8,7 +8,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -157,7 +157,7 @@ def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str
             row = RowResult(training_set.name, training_set.ipc, arch, [], [])
             for seed in range(seeds):
                 acc, seconds = train_and_test(
-                    lambda: create_network(arch, info.num_classes, info.channels, info.image_size),
+                    lambda name=arch: create_network(name, info.num_classes, info.channels, info.image_size),
                     training_set.make(seed), splits.test, cfg, device, seed,
                 )
                 row.accuracies.append(acc)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -71,11 +72,11 @@ class IndexedData:
         self.size, self.fetch = size, fetch
 
     @classmethod
-    def from_tensors(cls, images: torch.Tensor, targets: torch.Tensor) -> "IndexedData":
+    def from_tensors(cls, images: torch.Tensor, targets: torch.Tensor) -> IndexedData:
         return cls(len(images), lambda idx: (images[idx], targets[idx]))
 
     @classmethod
-    def from_image_set(cls, images: ImageSet) -> "IndexedData":
+    def from_image_set(cls, images: ImageSet) -> IndexedData:
         return cls(len(images), images.batch)
 
     def epoch(self, batch_size: int, generator: torch.Generator):

@@ -8,7 +8,7 @@ with ``config`` an instance of the method's registered config dataclass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from gencond.errors import GencondError
 

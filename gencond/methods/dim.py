@@ -26,7 +26,6 @@ are in [-1, 1] for the GAN and in the dataset's normalized space for pool networ
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field

@@ -15,7 +15,7 @@ batches are identical. They are registered by name, so a method's config picks o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

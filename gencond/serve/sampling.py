@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -35,12 +34,14 @@ def _noise(n: int, dim: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, noise: torch.Tensor,
-                        batch_size: int = 500) -> torch.Tensor:
-    """Images (normalized space, on the CPU) for paired labels and noise, in batches."""
+                        batch_size: int = 500, to_cpu: bool = True) -> torch.Tensor:
+    """Images (normalized space) for paired labels and noise, in batches; on the CPU
+    unless ``to_cpu`` is false (then on the generator's device)."""
     if batch_size <= 0:
         raise GencondError(f"batch size must be positive, got {batch_size}")
-    parts = [generator.generate(y, z).cpu() for y, z in zip(labels.split(batch_size), noise.split(batch_size))]
-    return torch.cat(parts) if parts else torch.empty(0)
+    parts = [generator.generate(y, z) for y, z in zip(labels.split(batch_size), noise.split(batch_size))]
+    images = torch.cat(parts) if parts else torch.empty(0)
+    return images.cpu() if to_cpu else images
 
 
 def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
@@ -127,7 +128,4 @@ class FreshSamples:
         order = self.labels[torch.randperm(len(self.labels), generator=generator)]
         for labels in order.split(batch_size):
             noise = torch.randn(len(labels), self.generator.noise_dim, generator=generator)
-            yield generate_in_batches(self.generator, labels, noise, self.generate_batch), labels
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return math.ceil(len(self.labels) / batch_size)
+            yield generate_in_batches(self.generator, labels, noise, self.generate_batch, to_cpu=False), labels
