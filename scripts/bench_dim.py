@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--speed-precisions", nargs="+", default=["no", "bf16"])
     parser.add_argument("--work-dir", default="runs/bench_dim")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--speed-only", action="store_true", help="only the width-196 timings")
     parser.add_argument("--json", default="results/bench_dim.json")
     args = parser.parse_args()
 
@@ -117,8 +118,30 @@ def main() -> None:
     cfg = config_from_dict(DiMConfig, load_yaml(args.config), args.config)
     work = Path(args.work_dir)
     device = resolve_device(args.device)
-    splits = load_dataset(cfg.dataset, cfg.data_root)
+    report = {"benchmark": "dim", "args": vars(args), "dim_config": dataclasses.asdict(cfg),
+              "machine": machine_description(device), "official_code": OFFICIAL}
+    if not args.speed_only:
+        report.update(quality(cfg, args, work, device))
+    speed = {}
+    for precision in args.speed_precisions if args.speed_steps else []:
+        speed[precision] = step_times(cfg, work, args.speed_pools, args.speed_steps, precision)
+        official_width = load_generator(work / f"speed_{args.speed_pools[0]}_{precision}" / "generator", device)
+        speed[precision]["sampling_images_per_s (width 196, fp32)"] = sampling_speed(official_width)
+        print(f"speed at width 196, batch 64, mixed_precision={precision}: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in speed[precision].items()))
+    if speed:
+        print(f"official code on this machine: {OFFICIAL}")
+    report["speed_width196"] = speed
+    report["wall_seconds"] = round(time.perf_counter() - start, 1)
+    print(f"\nwall time {report['wall_seconds']:.0f} s on {report['machine']['device_name']} ({device}), "
+          f"{torch.get_num_threads()} thread(s)")
+    write_json(args.json, report)
+    print(f"results written to {args.json}")
 
+
+def quality(cfg: DiMConfig, args, work: Path, device) -> dict:
+    """Train both generators, measure class fidelity and sampling speed, evaluate everything."""
+    splits = load_dataset(cfg.dataset, cfg.data_root)
     branches = train_branches(cfg, work)
     generators = {name: load_generator(folder, device) for name, folder in branches["folders"].items()}
 
@@ -126,20 +149,12 @@ def main() -> None:
     fidelity = {name: class_fidelity(g, classifier, args.fidelity_inpc) for name, g in generators.items()}
     throughput = {name: sampling_speed(g) for name, g in generators.items()}
 
-    eval_cfg = TrainConfig(epochs=args.eval_epochs)
     sets = selection_sets(splits, "random", args.inpc)
     for name, folder in branches["folders"].items():
         for row in generator_sets(splits, str(folder), args.inpc, ["fixed", "fresh"], device):
             row.name = row.name.replace("generator", "cGAN" if name == "cgan" else "DiM")
             sets.append(row)
-    results = run_protocol(splits, sets, ["convnet3"], args.seeds, eval_cfg, device)
-
-    speed = {}
-    for precision in args.speed_precisions if args.speed_steps else []:
-        speed[precision] = step_times(cfg, work, args.speed_pools, args.speed_steps, precision)
-        official_width = load_generator(work / f"speed_{args.speed_pools[0]}_{precision}" / "generator", device)
-        speed[precision]["sampling_images_per_s (width 196, fp32)"] = sampling_speed(official_width)
-    wall = time.perf_counter() - start
+    results = run_protocol(splits, sets, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; generators of width {cfg.width}, "
           f"{cfg.gan_epochs} GAN epochs + {cfg.match_epochs} (DiM: matching; cGAN: GAN) epochs; "
@@ -149,26 +164,13 @@ def main() -> None:
           f"{classifier_acc:.2f}% test accuracy): " + ", ".join(f"{k} {v:.1f}%" for k, v in fidelity.items()))
     print("training wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in branches["timings"].items()))
     print("sampling: " + ", ".join(f"{k} {v:.0f} images/s" for k, v in throughput.items()) + f" (width {cfg.width})")
-    for precision, times in speed.items():
-        print(f"speed at width 196, batch 64, mixed_precision={precision}: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
-    print(f"official code on this machine: {OFFICIAL}")
-    print(f"\nwall time {wall:.0f} s on {machine_description(device)['device_name']} ({device})")
-    write_json(args.json, {
-        "benchmark": "dim",
-        "args": vars(args),
-        "dim_config": dataclasses.asdict(cfg),
-        "machine": machine_description(device),
-        "wall_seconds": round(wall, 1),
+    return {
         "results": [r.to_dict() for r in results],
         "class_fidelity_percent": fidelity,
         "fidelity_classifier_test_accuracy": classifier_acc,
         "training_seconds": branches["timings"],
         "sampling_images_per_s": throughput,
-        "speed_width196": speed,
-        "official_code": OFFICIAL,
-    })
-    print(f"results written to {args.json}")
+    }
 
 
 if __name__ == "__main__":

@@ -83,3 +83,19 @@ def test_truncated_and_wrong_shape_condensed_files(capsys, tmp_path, digits):
 def test_list_names_datasets_networks_methods(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "digits" in out and "convnet3" in out and "random (selection)" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--config", "/nonexistent.yaml"], "no config file at /nonexistent.yaml"),
+        (["--width", "0"], "width must be positive"),
+        (["--match", "pixels"], "unknown matching loss 'pixels'"),
+        (["--pool", "convnet9"], "unknown architecture 'convnet9'"),
+        (["--dataset", "mnits"], "unknown dataset 'mnits'"),
+        (["--conditioning", "film"], "unknown conditioning 'film'"),
+    ],
+)
+def test_train_bad_input_ends_with_one_clear_line(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "train", "dim", "--output-dir", str(tmp_path), *argv)
+    assert_one_line_error(code, err, message)

@@ -37,11 +37,11 @@ from torch import nn
 
 from gencond.artifacts import save_pretrained, write_json
 from gencond.augment import DSA
-from gencond.data import ClassSampler, ImageSet, load_dataset
+from gencond.data import DEFAULT_DATASET, ClassSampler, ImageSet, load_dataset
 from gencond.errors import GencondError
 from gencond.methods import register_method
 from gencond.methods.matching import get_matching
-from gencond.models import ModelPool
+from gencond.models import ModelPool, check_architecture
 from gencond.models.gan import Discriminator, Generator
 
 STATE_DIR, GENERATOR_DIR, PHASE1_DIR = "state", "generator", "generator_phase1"
@@ -51,7 +51,7 @@ STATE_DIR, GENERATOR_DIR, PHASE1_DIR = "state", "generator", "generator_phase1"
 class DiMConfig:
     """Every default of a DiM run (paper settings unless noted)."""
 
-    dataset: str = field(default="cifar10", metadata={"help": "dataset name or npz:PATH"})
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name or npz:PATH"})
     data_root: str = "data"
     download: bool = False
     image_size: int = field(default=0, metadata={"help": "ImageFolder datasets only (0 = the dataset's default)"})
@@ -106,6 +106,8 @@ class DiMConfig:
         DSA(self.dsa_strategy, self.dsa_mode)
         if self.match_epochs and not self.pool:
             raise GencondError("phase 2 needs at least one pool network")
+        for name in self.pool:
+            check_architecture(name)
 
 
 # --- losses ---

@@ -26,17 +26,21 @@ GENCOND_NETWORKS = tuple(
 )
 
 
+def check_architecture(name: str) -> None:
+    if not timm.is_model(name):
+        raise GencondError(
+            f"unknown architecture {name!r}; gencond's networks are {', '.join(GENCOND_NETWORKS)} "
+            "(any timm model name works too)"
+        )
+
+
 def create_network(name: str, num_classes: int, in_chans: int, img_size: int, **kwargs) -> nn.Module:
     """A freshly initialised network by timm name, sized for the dataset.
 
     gencond's own networks take ``img_size``; other timm models get it only if their
     constructor accepts it (vision transformers do, most CNNs do not).
     """
-    if not timm.is_model(name):
-        raise GencondError(
-            f"unknown architecture {name!r}; gencond's networks are {', '.join(GENCOND_NETWORKS)} "
-            "(any timm model name works too)"
-        )
+    check_architecture(name)
     try:
         return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
     except TypeError:
@@ -61,8 +65,7 @@ class ModelPool:
         if not names:
             raise GencondError("a model pool needs at least one architecture name")
         for name in names:
-            if not timm.is_model(name):
-                create_network(name, num_classes, in_chans, img_size)  # raises the clear error
+            check_architecture(name)
         self.names = list(names)
         self.network_args = dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
         self._rng = random.Random(seed)
@@ -75,4 +78,4 @@ class ModelPool:
         return name, net
 
 
-__all__ = ["GENCOND_NETWORKS", "ModelPool", "create_network", "embed"]
+__all__ = ["GENCOND_NETWORKS", "ModelPool", "check_architecture", "create_network", "embed"]
