@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("--fidelity-inpc", type=int, default=100)
     parser.add_argument("--speed-steps", type=int, default=3, help="timed steps per phase at width 196 (0 = skip)")
     parser.add_argument("--speed-pools", nargs="+", default=["convnet3", "resnet10_cifar"])
-    parser.add_argument("--speed-precisions", nargs="+", default=["no", "bf16"])
+    parser.add_argument("--speed-precisions", nargs="+", default=["no"],
+                        help="Accelerate fixes the precision per process: time bf16 in a run of its own")
     parser.add_argument("--work-dir", default="runs/bench_dim")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--speed-only", action="store_true", help="only the width-196 timings")
