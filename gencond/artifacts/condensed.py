@@ -65,13 +65,7 @@ class CondensedSet:
 
     def check_matches(self, dataset: DatasetInfo, where: str) -> None:
         """Refuse to evaluate a set against a dataset of another shape or class count."""
-        mine = (self.info.channels, self.info.image_size, self.info.num_classes)
-        theirs = (dataset.channels, dataset.image_size, dataset.num_classes)
-        if mine != theirs:
-            raise GencondError(
-                f"{where}: the set holds {mine[0]}x{mine[1]}x{mine[1]} images of {mine[2]} classes, "
-                f"but {dataset.name} has {theirs[0]}x{theirs[1]}x{theirs[1]} images of {theirs[2]} classes"
-            )
+        check_compatible(self.info, dataset, where)
 
     def _metadata(self) -> dict[str, str]:
         return {
@@ -132,6 +126,18 @@ class CondensedSet:
         )
         condensed.validate(str(path))
         return condensed
+
+
+def check_compatible(mine: DatasetInfo, dataset: DatasetInfo, where: str) -> None:
+    """Images described by ``mine`` can train networks for ``dataset``: same channels,
+    size and number of classes."""
+    a = (mine.channels, mine.image_size, mine.num_classes)
+    b = (dataset.channels, dataset.image_size, dataset.num_classes)
+    if a != b:
+        raise GencondError(
+            f"{where}: the set holds {a[0]}x{a[1]}x{a[1]} images of {a[2]} classes, "
+            f"but {dataset.name} has {b[0]}x{b[1]}x{b[1]} images of {b[2]} classes"
+        )
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:

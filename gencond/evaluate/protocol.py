@@ -15,6 +15,7 @@ import torch
 
 from gencond import __version__
 from gencond.artifacts import CondensedSet
+from gencond.artifacts.condensed import check_compatible
 from gencond.config import config_to_dict
 from gencond.data import DatasetSplits, load_dataset
 from gencond.errors import GencondError
@@ -108,7 +109,7 @@ def condensed_sets(splits: DatasetSplits, paths: list[str]) -> list[TrainingSet]
         condensed.check_matches(splits.info, path)
         counts = condensed.images_per_class()
         ipc = int(counts.max()) if int(counts.min()) == int(counts.max()) else None
-        data = IndexedData.from_tensors(condensed.images, condensed.targets)
+        data = IndexedData.from_condensed(condensed)
         rows.append(TrainingSet(f"{condensed.method} ({Path(path).name})", ipc, lambda seed, d=data: d))
     return rows
 
@@ -130,20 +131,16 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     if any(n <= 0 for n in inpcs):
         raise GencondError(f"images per class (INPC) must be positive, got {inpcs}")
     generator = load_generator(checkpoint, device)
-    sample_set(generator, 1, 0).check_matches(splits.info, checkpoint)
+    check_compatible(generator.info, splits.info, checkpoint)
     rows = []
     for protocol in protocols:
         for inpc in inpcs:
             if protocol == "fixed":
-                make = lambda seed, n=inpc: IndexedData.from_tensors(*_images_labels(sample_set(generator, n, seed)))
+                make = lambda seed, n=inpc: IndexedData.from_condensed(sample_set(generator, n, seed))
             else:
                 make = lambda seed, n=inpc: FreshSamples(generator, n)
             rows.append(TrainingSet(f"generator ({protocol})", inpc, make))
     return rows
-
-
-def _images_labels(condensed: CondensedSet) -> tuple[torch.Tensor, torch.Tensor]:
-    return condensed.images, condensed.targets
 
 
 def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,

@@ -76,6 +76,11 @@ class IndexedData:
         return cls(len(images), lambda idx: (images[idx], targets[idx]))
 
     @classmethod
+    def from_condensed(cls, condensed) -> IndexedData:
+        """A condensed set, trained on its soft labels when it has them."""
+        return cls.from_tensors(condensed.images, condensed.targets)
+
+    @classmethod
     def from_image_set(cls, images: ImageSet) -> IndexedData:
         return cls(len(images), images.batch)
 
