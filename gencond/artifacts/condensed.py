@@ -5,6 +5,8 @@ One file holds
 - ``images``: float32 (N, C, H, W) in the dataset's normalized space (pixel-space
   methods optimise there, so values may leave the [0, 1] range of real images);
 - ``labels``: int64 (N,), and optionally ``soft_labels``: float32 (N, num_classes);
+- ``factor``: the multi-formation factor f (IDC): each stored image decodes into f^2
+  training images (:mod:`gencond.data.formation`); 1 for every other method;
 - metadata: the dataset description (name, channels, size, class names, normalization),
   the method and its configuration, and the gencond version.
 
@@ -39,6 +41,7 @@ class CondensedSet:
     soft_labels: torch.Tensor | None = None
     method: str = "unknown"
     config: dict = field(default_factory=dict)
+    factor: int = 1
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,7 +51,16 @@ class CondensedSet:
         """What a network is trained to predict: soft labels when present, else labels."""
         return self.soft_labels if self.soft_labels is not None else self.labels
 
+    def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training images, targets): the stored images decoded by multi-formation when
+        ``factor`` > 1, with their targets repeated to match."""
+        from gencond.data.formation import decode, decode_labels
+
+        pad = self.info.normalize(torch.full((1, self.info.channels, 1, 1), 0.5)).flatten()
+        return decode(self.images, self.factor, pad), decode_labels(self.targets, self.factor)
+
     def images_per_class(self) -> torch.Tensor:
+        """Stored images per class (the pixel budget; IDC trains on f^2 times as many)."""
         return torch.bincount(self.labels, minlength=self.info.num_classes)
 
     def validate(self, where: str) -> None:
@@ -60,6 +72,8 @@ class CondensedSet:
             raise GencondError(f"{where}: {len(x)} images but labels of shape {tuple(y.shape)}")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
             raise GencondError(f"{where}: labels must lie in [0, {info.num_classes - 1}]")
+        if not 1 <= self.factor <= x.shape[-1]:
+            raise GencondError(f"{where}: multi-formation factor must be between 1 and the image side, got {self.factor}")
         if self.soft_labels is not None and tuple(self.soft_labels.shape) != (len(y), info.num_classes):
             raise GencondError(f"{where}: soft labels have shape {tuple(self.soft_labels.shape)}, expected ({len(y)}, {info.num_classes})")
 
@@ -74,6 +88,7 @@ class CondensedSet:
             "info": json.dumps(self.info.to_dict()),
             "method": self.method,
             "config": json.dumps(self.config),
+            "factor": str(self.factor),
         }
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -114,6 +129,7 @@ class CondensedSet:
         try:
             info = DatasetInfo.from_dict(json.loads(metadata["info"]))
             config = json.loads(metadata.get("config", "{}"))
+            factor = int(metadata.get("factor", 1))
         except (KeyError, ValueError, TypeError) as err:
             raise GencondError(f"{path}: unreadable metadata ({err})") from None
         condensed = cls(
@@ -123,6 +139,7 @@ class CondensedSet:
             soft_labels=tensors.get("soft_labels"),
             method=str(metadata.get("method", "unknown")),
             config=config,
+            factor=factor,
         )
         condensed.validate(str(path))
         return condensed

@@ -202,12 +202,48 @@ class AugmentDraw:
         return x
 
 
+@dataclass
+class GroupDraw:
+    """One augmentation per group of images (e.g. per class): every image of group g, in
+    any batch it is applied to, gets group g's operations and parameters.
+
+    ``plans[g]`` names group g's operations; ``params[op]`` holds one parameter set per
+    group for every operation of the strategy.
+    """
+
+    plans: list[tuple[str, ...]]
+    params: dict[str, dict[str, torch.Tensor]]
+
+    def __call__(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Augment ``x``, whose image i belongs to group ``groups[i]``. One pass per distinct
+        plan (at most a few), never per group or per image."""
+        distinct = sorted(set(self.plans))
+        plan_of_group = torch.tensor([distinct.index(p) for p in self.plans], device=groups.device)
+        plan_of_image = plan_of_group[groups]
+        pieces, positions = [], []
+        for k, plan in enumerate(distinct):
+            idx = (plan_of_image == k).nonzero().squeeze(1)
+            if len(idx) == 0:
+                continue
+            g = groups[idx]
+            draw = AugmentDraw([(op, {name: v[g] for name, v in self.params[op].items()}) for op in plan])
+            pieces.append(draw(x[idx]))
+            positions.append(idx)
+        if not pieces:
+            return x
+        order = torch.cat(positions)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return torch.cat(pieces)[inverse]
+
+
 class DSA:
     """Differentiable siamese augmentation with a strategy and a combination mode.
 
     ``dsa(x)`` augments with one parameter set per image; ``dsa.siamese(a, b)`` augments
     two batches with one shared parameter set; ``dsa.draw(n, size)`` returns the sampled
-    parameters for reuse.
+    parameters for reuse; ``dsa.draw_groups(g, size)`` draws one augmentation per group
+    (class-wise siamese augmentation of DM and DSA, all classes in one call).
     """
 
     def __init__(
@@ -250,6 +286,17 @@ class DSA:
             for op in self._plan(gen_device)
         ]
         return AugmentDraw(steps)
+
+    def draw_groups(self, num_groups: int, size: int, device=None) -> GroupDraw:
+        """Independent draws for ``num_groups`` groups, the choice of operations included,
+        as the DM/DSA code does with one random seed per class."""
+        gen_device = self.generator.device if self.generator is not None else device
+        plans = [tuple(self._plan(gen_device)) for _ in range(num_groups)]
+        params = {
+            op: {k: v.to(device) for k, v in OPERATIONS[op][0](num_groups, size, self.params, gen_device, self.generator).items()}
+            for op in self.ops
+        }
+        return GroupDraw(plans, params)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment with parameters drawn independently for every image."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from gencond import __version__
 from gencond.errors import GencondError
+from gencond.runtime import keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,10 @@ def guarded(run: Callable[[], int | None], prog: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     return guarded(lambda: args._run(args), f"gencond {args.command}")
 
 
-from gencond.cli import eval_cmd, list_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registration)
+from gencond.cli import condense_cmd, eval_cmd, list_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registration)
 
 __all__ = ["build_parser", "command", "guarded", "main"]

@@ -21,6 +21,7 @@ from gencond.data import DatasetSplits, load_dataset
 from gencond.errors import GencondError
 from gencond.evaluate.train import IndexedData, TrainConfig, TrainingData, resolve_device, train_and_test
 from gencond.methods import get_method
+from gencond.methods.coresets import check_ipc
 from gencond.models import create_network
 
 FULL = "full"
@@ -94,7 +95,7 @@ def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int]) -> list[
         return [TrainingSet(FULL, None, lambda seed: IndexedData.from_image_set(train))]
     select = get_method(method, kind="selection").fn
     for ipc in ipcs:  # fail on impossible sizes before any training starts
-        select(train, ipc, 0)
+        check_ipc(train, ipc)
 
     def make(ipc: int):
         return lambda seed: IndexedData.from_tensors(*train.batch(select(train, ipc, seed)))

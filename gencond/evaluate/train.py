@@ -8,6 +8,7 @@ at the end of training; no epoch or checkpoint is ever chosen by test accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from torch import nn
 from gencond.augment import DEFAULT_STRATEGY, DSA
 from gencond.data.base import ImageSet
 from gencond.errors import GencondError
+from gencond.runtime import keep_freed_memory
 
 SCHEDULES = ("step", "cosine")
 AUGMENTATIONS = ("none", "dsa")
@@ -77,8 +79,9 @@ class IndexedData:
 
     @classmethod
     def from_condensed(cls, condensed) -> IndexedData:
-        """A condensed set, trained on its soft labels when it has them."""
-        return cls.from_tensors(condensed.images, condensed.targets)
+        """A condensed set as a network trains on it: decoded (multi-formation) and with its
+        soft labels when it has them."""
+        return cls.from_tensors(*condensed.decoded())
 
     @classmethod
     def from_image_set(cls, images: ImageSet) -> IndexedData:
@@ -122,6 +125,44 @@ def cutmix(x: torch.Tensor, targets: torch.Tensor, beta: float, generator: torch
     return mixed, targets, targets[perm], lam
 
 
+def classification_loss(net: nn.Module, x: torch.Tensor, targets: torch.Tensor, cutmix_prob: float,
+                        cutmix_beta: float, generator: torch.Generator) -> torch.Tensor:
+    """Cross-entropy (hard or soft targets); with probability ``cutmix_prob`` on a CutMix
+    batch, weighting both target sets by their share of the image."""
+    if cutmix_prob > 0 and float(torch.rand(1, generator=generator)) < cutmix_prob:
+        x, t_a, t_b, lam = cutmix(x, targets, cutmix_beta, generator)
+        logits = net(x)
+        return lam * F.cross_entropy(logits, t_a) + (1 - lam) * F.cross_entropy(logits, t_b)
+    return F.cross_entropy(net(x), targets)
+
+
+class RealBatchTrainer:
+    """A network that keeps training on random real batches a few steps at a time, between
+    updates of something else: DiM's pool network between generator steps, IDC's matching
+    network between image updates. Per-image augmentation, optional CutMix."""
+
+    def __init__(self, net: nn.Module, images: ImageSet, batch: int, optimizer: torch.optim.Optimizer,
+                 augment: DSA | None, generator: torch.Generator, device: torch.device,
+                 cutmix_prob: float = 0.0, cutmix_beta: float = 1.0, autocast=contextlib.nullcontext):
+        self.net, self.images, self.batch, self.optimizer = net, images, batch, optimizer
+        self.augment, self.generator, self.device = augment, generator, device
+        self.cutmix_prob, self.cutmix_beta, self.autocast = cutmix_prob, cutmix_beta, autocast
+
+    def steps(self, n: int) -> None:
+        self.net.train().requires_grad_(True)
+        for _ in range(n):
+            idx = torch.randint(len(self.images), (self.batch,), generator=self.generator)
+            x, y = self.images.batch(idx)
+            x, y = x.to(self.device), y.to(self.device)
+            if self.augment is not None:
+                x = self.augment(x)
+            with self.autocast():
+                loss = classification_loss(self.net, x, y, self.cutmix_prob, self.cutmix_beta, self.generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+
 def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
@@ -138,6 +179,7 @@ def train_network(
     """Train ``net`` for ``cfg.epochs`` epochs on ``data``; every random choice (order,
     augmentation, CutMix) comes from one generator seeded with ``seed``."""
     cfg.check()
+    keep_freed_memory()
     generator = torch.Generator().manual_seed(seed)
     augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=generator) if cfg.augment == "dsa" else None
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -152,12 +194,7 @@ def train_network(
             if augment is not None:
                 x = augment(x)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                if cfg.cutmix_prob > 0 and float(torch.rand(1, generator=generator)) < cfg.cutmix_prob:
-                    x, t_a, t_b, lam = cutmix(x, targets, cfg.cutmix_beta, generator)
-                    logits = net(x)
-                    loss = lam * F.cross_entropy(logits, t_a) + (1 - lam) * F.cross_entropy(logits, t_b)
-                else:
-                    loss = F.cross_entropy(net(x), targets)
+                loss = classification_loss(net, x, targets, cfg.cutmix_prob, cfg.cutmix_beta, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

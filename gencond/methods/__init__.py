@@ -1,14 +1,18 @@
 """Condensation and selection methods, registered by name with a decorator.
 
-A *selection* method picks real images: ``fn(images: ImageSet, ipc: int, seed: int) ->
-indices``. A *generator* method trains a generator: ``fn(config, resume=False) -> folder``,
-with ``config`` an instance of the method's registered config dataclass.
+Three kinds, each with its own call:
+
+- *selection* picks real images: ``fn(images: ImageSet, ipc, seed, config=None) -> indices``;
+- *pixel* learns the images themselves: ``fn(config, splits: DatasetSplits) -> CondensedSet``;
+- *generator* trains a generator: ``fn(config, resume=False) -> folder``.
+
+``config`` is an instance of the method's registered config dataclass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gencond.errors import GencondError
 
@@ -16,7 +20,7 @@ from gencond.errors import GencondError
 @dataclass(frozen=True)
 class Method:
     name: str
-    kind: str  # "selection" or "generator"
+    kind: str  # "selection", "pixel" or "generator"
     fn: Callable
     summary: str
     config: type | None = None  # the dataclass of its settings, if it has any
@@ -48,6 +52,6 @@ def get_method(name: str, kind: str | None = None) -> Method:
     return method
 
 
-from gencond.methods import coresets, dim  # noqa: E402,F401  (registration)
+from gencond.methods import coresets, dim, dm, dsa, idc  # noqa: F401  (registration)
 
 __all__ = ["Method", "get_method", "list_methods", "register_method"]

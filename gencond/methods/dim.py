@@ -39,10 +39,12 @@ from gencond.artifacts import save_pretrained, write_json
 from gencond.augment import DSA
 from gencond.data import DEFAULT_DATASET, ClassSampler, ImageSet, load_dataset
 from gencond.errors import GencondError
+from gencond.evaluate.train import RealBatchTrainer
 from gencond.methods import register_method
 from gencond.methods.matching import get_matching
 from gencond.models import ModelPool, check_architecture
 from gencond.models.gan import Discriminator, Generator
+from gencond.runtime import keep_freed_memory
 
 STATE_DIR, GENERATOR_DIR, PHASE1_DIR = "state", "generator", "generator_phase1"
 
@@ -194,22 +196,15 @@ class PoolTrainer:
         pool = ModelPool(cfg.pool, info.num_classes, info.channels, info.image_size, seed=cfg.seed * 7919 + epoch)
         self.name, self.net = pool.draw()
         self.net.to(device).train()
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.pool_lr, momentum=cfg.pool_momentum,
-                                         weight_decay=cfg.pool_weight_decay)
-        self.augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=generator)
-        self.train, self.cfg, self.generator, self.device = train, cfg, generator, device
+        optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.pool_lr, momentum=cfg.pool_momentum,
+                                    weight_decay=cfg.pool_weight_decay)
+        augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=generator)
+        self.trainer = RealBatchTrainer(self.net, train, cfg.pool_batch, optimizer, augment, generator, device)
+        self.batches = cfg.pool_train_batches
 
     def train_steps(self, autocast) -> None:
-        self.net.requires_grad_(True)
-        for _ in range(self.cfg.pool_train_batches):
-            idx = torch.randint(len(self.train), (self.cfg.pool_batch,), generator=self.generator)
-            x, y = self.train.batch(idx)
-            x, y = self.augment(x.to(self.device)), y.to(self.device)
-            with autocast():
-                loss = F.cross_entropy(self.net(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+        self.trainer.autocast = autocast
+        self.trainer.steps(self.batches)
 
 
 def matching_loss(cfg: DiMConfig, pool: PoolTrainer, info, real: torch.Tensor, fake: torch.Tensor,
@@ -298,6 +293,7 @@ class DiMTrainer:
         from accelerate.utils import set_seed
 
         cfg.check()
+        keep_freed_memory()
         self.cfg = cfg
         # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())

@@ -14,8 +14,8 @@ batches are identical. They are registered by name, so a method's config picks o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -85,16 +85,23 @@ def feature_matching(net, real, synthetic, labels):
     return ((real_means - synthetic_means)[present] ** 2).sum()
 
 
-def layerwise_distance(real_grads: list[torch.Tensor], synthetic_grads: list[torch.Tensor]) -> torch.Tensor:
+def row_cosine_distance(real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of 1 - cosine similarity (rows: output units; columns: their weights)."""
+    dot = (real * synthetic).sum(1)
+    return (1 - dot / (real.norm(dim=1) * synthetic.norm(dim=1) + 1e-6)).sum()
+
+
+def layerwise_distance(real_grads: list[torch.Tensor], synthetic_grads: list[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
     """DC's gradient distance: per output unit, 1 - cosine similarity of the gradient rows,
-    summed over units and layers. Bias and norm parameters (1-D) are skipped, as in DC."""
+    summed over units and layers. Bias and norm parameters (1-D) are skipped, as in DC.
+    With ``batch_dims`` = 1 every tensor carries a leading class dimension (per-class
+    gradients) and the distance sums over classes too."""
     total = synthetic_grads[0].new_zeros(())
     for g_real, g_syn in zip(real_grads, synthetic_grads):
-        if g_real.dim() == 1:
+        if g_real.dim() - batch_dims == 1:
             continue
-        g_real, g_syn = g_real.flatten(1), g_syn.flatten(1)
-        cos = (g_real * g_syn).sum(1) / (g_real.norm(dim=1) * g_syn.norm(dim=1) + 1e-6)
-        total = total + (1 - cos).sum()
+        total = total + row_cosine_distance(g_real.flatten(batch_dims + 1).flatten(0, batch_dims),
+                                            g_syn.flatten(batch_dims + 1).flatten(0, batch_dims))
     return total
 
 

@@ -1,0 +1,75 @@
+"""What every condensation run shares: which data, how many images per class, where the
+condensed set goes, and the runner behind ``gencond condense METHOD``.
+
+Selection methods return dataset indices; pixel methods return a
+:class:`~gencond.artifacts.CondensedSet`. Either way ``condense`` writes the common file
+that ``gencond eval --condensed`` reads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from gencond.artifacts import CondensedSet
+from gencond.data import DEFAULT_DATASET, DatasetSplits, load_dataset
+from gencond.errors import GencondError
+from gencond.methods import get_method
+
+
+@dataclass
+class CondenseConfig:
+    """The fields every ``gencond condense`` run has."""
+
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name or npz:PATH"})
+    data_root: str = "data"
+    download: bool = False
+    image_size: int = field(default=0, metadata={"help": "ImageFolder datasets only (0 = the dataset's default)"})
+    ipc: int = field(default=10, metadata={"help": "images per class to produce"})
+    seed: int = 0
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    output: str = field(default="", metadata={"help": "condensed set file (default runs/condensed/METHOD_DATASET_ipcN.safetensors)"})
+
+    def check(self) -> None:
+        if self.ipc <= 0:
+            raise GencondError(f"images per class must be positive, got {self.ipc}")
+
+
+def default_output(method: str, cfg: CondenseConfig) -> Path:
+    dataset = Path(cfg.dataset.removeprefix("npz:")).stem
+    return Path("runs/condensed") / f"{method}_{dataset}_ipc{cfg.ipc}.safetensors"
+
+
+def run_method(name: str, cfg: CondenseConfig, splits: DatasetSplits) -> CondensedSet:
+    """Run a selection or pixel method on loaded data; returns the condensed set."""
+    method = get_method(name)
+    cfg.check()
+    train = splits.train
+    if method.kind == "selection":
+        indices = method.fn(train, cfg.ipc, cfg.seed, cfg)
+        images, labels = train.batch(indices)
+        return CondensedSet(images, labels, train.info, method=name, config=asdict(cfg))
+    if method.kind == "pixel":
+        return method.fn(cfg, splits)
+    raise GencondError(f"{name} trains a generator; use gencond train {name}")
+
+
+def condense(name: str, cfg: CondenseConfig, log=print) -> tuple[Path, CondensedSet, float]:
+    """Load the data, run ``name``, write the condensed set; returns (path, set, seconds)."""
+    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size or None)
+    start = time.perf_counter()
+    condensed = run_method(name, cfg, splits)
+    seconds = time.perf_counter() - start
+    condensed.config = {**condensed.config, "condense_seconds": round(seconds, 2)}
+    path = Path(cfg.output) if cfg.output else default_output(name, cfg)
+    condensed.save(path)
+    log(f"{name}: {len(condensed)} images ({cfg.ipc} per class) of {splits.info.name} in {seconds:.1f} s -> {path}")
+    return path, condensed, seconds
+
+
+def stored_parameters(images: torch.Tensor) -> torch.Tensor:
+    """Synthetic images as a leaf tensor the optimiser updates."""
+    return images.detach().clone().requires_grad_(True)
