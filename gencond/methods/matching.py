@@ -85,23 +85,16 @@ def feature_matching(net, real, synthetic, labels):
     return ((real_means - synthetic_means)[present] ** 2).sum()
 
 
-def row_cosine_distance(real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
-    """Sum over rows of 1 - cosine similarity (rows: output units; columns: their weights)."""
-    dot = (real * synthetic).sum(1)
-    return (1 - dot / (real.norm(dim=1) * synthetic.norm(dim=1) + 1e-6)).sum()
-
-
-def layerwise_distance(real_grads: list[torch.Tensor], synthetic_grads: list[torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
+def layerwise_distance(real_grads: list[torch.Tensor], synthetic_grads: list[torch.Tensor]) -> torch.Tensor:
     """DC's gradient distance: per output unit, 1 - cosine similarity of the gradient rows,
-    summed over units and layers. Bias and norm parameters (1-D) are skipped, as in DC.
-    With ``batch_dims`` = 1 every tensor carries a leading class dimension (per-class
-    gradients) and the distance sums over classes too."""
+    summed over units and layers. Bias and norm parameters (1-D) are skipped, as in DC."""
     total = synthetic_grads[0].new_zeros(())
     for g_real, g_syn in zip(real_grads, synthetic_grads):
-        if g_real.dim() - batch_dims == 1:
+        if g_real.dim() == 1:
             continue
-        total = total + row_cosine_distance(g_real.flatten(batch_dims + 1).flatten(0, batch_dims),
-                                            g_syn.flatten(batch_dims + 1).flatten(0, batch_dims))
+        g_real, g_syn = g_real.flatten(1), g_syn.flatten(1)
+        cos = (g_real * g_syn).sum(1) / (g_real.norm(dim=1) * g_syn.norm(dim=1) + 1e-6)
+        total = total + (1 - cos).sum()
     return total
 
 

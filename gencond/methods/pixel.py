@@ -37,6 +37,7 @@ class PixelConfig(CondenseConfig):
                                                            "convnet3_bn for the batch-norm variant"})
     dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "siamese augmentation ('none' = off)"})
     dsa_mode: str = field(default="dsa", metadata={"help": "dsa (one operation per draw) or idc"})
+    channels_last: bool = field(default=True, metadata={"help": "NHWC networks and real batches (faster convolutions)"})
     log_every: int = field(default=100, metadata={"help": "iterations between progress lines"})
 
     def check(self) -> None:
@@ -87,16 +88,17 @@ class ImageTrainer:
         self.sampler = ClassSampler(train, generator=self.rng)
         self.augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=self.rng)
         self.networks = network_pool(cfg, self.info)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     def real_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` (default ``batch_real``) real images of every class, grouped by class; as
         many from each class as the smallest class has, if that is fewer."""
         n = min(n or self.cfg.batch_real, int(self.sampler.counts.min()))
         x, y = self.sampler.sample(torch.arange(self.info.num_classes), n)
-        return x.to(self.device), y.to(self.device)
+        return x.to(self.device).contiguous(memory_format=self.memory_format), y.to(self.device)
 
     def fresh_network(self) -> torch.nn.Module:
-        return self.networks.draw()[1].to(self.device)
+        return self.networks.draw()[1].to(self.device, memory_format=self.memory_format)
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

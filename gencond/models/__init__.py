@@ -54,6 +54,10 @@ def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.forward_head(net.forward_features(x), pre_logits=True)
 
 
+def has_batch_norm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 class ModelPool:
     """Freshly initialised networks drawn at random from a list of names.
 
@@ -78,4 +82,4 @@ class ModelPool:
         return name, net
 
 
-__all__ = ["GENCOND_NETWORKS", "ModelPool", "check_architecture", "create_network", "embed"]
+__all__ = ["GENCOND_NETWORKS", "ModelPool", "check_architecture", "create_network", "embed", "has_batch_norm"]
