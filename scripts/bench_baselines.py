@@ -24,7 +24,13 @@ import numpy as np
 from gencond.artifacts import write_json
 from gencond.config import config_from_dict, load_yaml
 from gencond.data import load_dataset
-from gencond.evaluate import IndexedData, TrainConfig, TrainingSet, resolve_device, run_protocol
+from gencond.evaluate import (
+    IndexedData,
+    TrainConfig,
+    TrainingSet,
+    resolve_device,
+    run_protocol,
+)
 from gencond.evaluate.protocol import machine_description
 from gencond.methods import get_method
 from gencond.methods.base import run_method
@@ -120,7 +126,7 @@ def table(results, timings: dict, dim: list[dict], paper: bool) -> str:
         lines.append([f"{r['training_set']} (bench_dim)", str(r["ipc"]), f"{acc.mean():.2f} ± {acc.std():.2f}", "see DiM"]
                      + (["-"] if paper else []))
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
-    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))  # noqa: E731
+    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))
     return "\n".join([fmt(header), "-+-".join("-" * w for w in widths)] + [fmt(row) for row in lines])
 
 

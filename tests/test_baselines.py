@@ -19,7 +19,11 @@ from gencond.methods.coresets import (
     kmeans_positions,
 )
 from gencond.methods.dm import distribution_matching_loss
-from gencond.methods.dsa import class_gradient_distance, default_loops, freeze_batch_norm
+from gencond.methods.dsa import (
+    class_gradient_distance,
+    default_loops,
+    freeze_batch_norm,
+)
 from gencond.methods.idc import gradient_distance, matched_parameters
 from gencond.methods.matching import layerwise_distance
 from gencond.models import create_network, embed

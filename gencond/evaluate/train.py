@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
