@@ -149,6 +149,14 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def config_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser of ``--config FILE`` plus one flag per field of ``cls``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help="YAML file of config fields (flags override it)")
+    add_config_arguments(parser, cls)
+    return parser
+
+
 def build_config(cls: type[T], args: argparse.Namespace, config_path: str | Path | None = None) -> T:
     """Defaults, then the YAML file (if any), then the flags that were given."""
     values = load_yaml(config_path) if config_path else {}

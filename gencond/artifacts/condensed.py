@@ -54,10 +54,9 @@ class CondensedSet:
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(training images, targets): the stored images decoded by multi-formation when
         ``factor`` > 1, with their targets repeated to match."""
-        from gencond.data.formation import decode, decode_labels
+        from gencond.data.formation import decode, decode_labels, grey_pad
 
-        pad = self.info.normalize(torch.full((1, self.info.channels, 1, 1), 0.5)).flatten()
-        return decode(self.images, self.factor, pad), decode_labels(self.targets, self.factor)
+        return decode(self.images, self.factor, grey_pad(self.info)), decode_labels(self.targets, self.factor)
 
     def images_per_class(self) -> torch.Tensor:
         """Stored images per class (the pixel budget; IDC trains on f^2 times as many)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from gencond.cli import command
-from gencond.config import add_config_arguments, build_config
+from gencond.config import build_config, config_parser
 from gencond.errors import GencondError
 from gencond.methods import get_method, list_methods
 
@@ -36,8 +36,5 @@ def run(args: argparse.Namespace) -> None:
     method = get_method(args.method)
     if method.kind not in KINDS:
         raise GencondError(f"{args.method} trains a generator: use gencond train {args.method}")
-    parser = argparse.ArgumentParser(prog=f"gencond condense {args.method}", description=method.summary)
-    parser.add_argument("--config", help="YAML file of config fields (flags override it)")
-    add_config_arguments(parser, method.config)
-    options = parser.parse_args(args.options)
+    options = config_parser(method.config, f"gencond condense {args.method}", method.summary).parse_args(args.options)
     condense(args.method, build_config(method.config, options, options.config))

@@ -8,16 +8,14 @@ from __future__ import annotations
 import argparse
 
 from gencond.cli import command, guarded
-from gencond.config import add_config_arguments, build_config
+from gencond.config import build_config, config_parser
 from gencond.methods import get_method, list_methods
 
 
 def method_parser(name: str, prog: str) -> argparse.ArgumentParser:
     method = get_method(name, kind="generator")
-    parser = argparse.ArgumentParser(prog=prog, description=method.summary)
-    parser.add_argument("--config", help="YAML file of config fields (flags override it)")
+    parser = config_parser(method.config, prog, method.summary)
     parser.add_argument("--resume", action="store_true", help="continue from the training state in output_dir")
-    add_config_arguments(parser, method.config)
     return parser
 
 

@@ -19,6 +19,12 @@ import torch
 import torch.nn.functional as F
 
 
+def grey_pad(info) -> torch.Tensor:
+    """Per-channel value of a mid-grey (0.5) pixel in ``info``'s normalized space: the
+    padding of a side not divisible by f, as the code pads with 0.5."""
+    return info.normalize(torch.full((1, info.channels, 1, 1), 0.5)).flatten()
+
+
 def _padded_side(size: int, factor: int) -> int:
     return -(-size // factor) * factor
 

@@ -12,8 +12,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from gencond.artifacts import CondensedSet
 from gencond.data import DEFAULT_DATASET, DatasetSplits, load_dataset
 from gencond.errors import GencondError
@@ -68,8 +66,3 @@ def condense(name: str, cfg: CondenseConfig, log=print) -> tuple[Path, Condensed
     condensed.save(path)
     log(f"{name}: {len(condensed)} images ({cfg.ipc} per class) of {splits.info.name} in {seconds:.1f} s -> {path}")
     return path, condensed, seconds
-
-
-def stored_parameters(images: torch.Tensor) -> torch.Tensor:
-    """Synthetic images as a leaf tensor the optimiser updates."""
-    return images.detach().clone().requires_grad_(True)

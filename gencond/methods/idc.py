@@ -32,7 +32,7 @@ from torch import nn
 from gencond.artifacts import CondensedSet
 from gencond.augment import DSA
 from gencond.data import DatasetSplits, ImageSet
-from gencond.data.formation import decode, encode
+from gencond.data.formation import decode, encode, grey_pad
 from gencond.errors import GencondError
 from gencond.evaluate.train import RealBatchTrainer, resolve_device
 from gencond.methods import register_method
@@ -119,14 +119,11 @@ class IDCRun:
 
     def __init__(self, cfg: IDCConfig, train: ImageSet, device: torch.device):
         self.cfg, self.info, self.device = cfg, train.info, device
-        self.trainer = ImageTrainer(cfg, train, device, images=initial_stored_images(cfg, train))
-        for group in self.trainer.optimizer.param_groups:
-            group["lr"] = cfg.image_lr()
-        rng = self.trainer.rng
-        self.net_augment = DSA(cfg.net_strategy, "idc", generator=rng)
-        self.low, self.high = self.info.normalize(torch.zeros(1, self.info.channels, 1, 1)), \
-            self.info.normalize(torch.ones(1, self.info.channels, 1, 1))
-        self.pad = self.info.normalize(torch.full((1, self.info.channels, 1, 1), 0.5)).flatten().to(device)
+        self.trainer = ImageTrainer(cfg, train, device, images=initial_stored_images(cfg, train), lr=cfg.image_lr())
+        self.net_augment = DSA(cfg.net_strategy, "idc", generator=self.trainer.rng)
+        bound = lambda value: self.info.normalize(torch.full((1, self.info.channels, 1, 1), value)).to(device)
+        self.low, self.high = bound(0.0), bound(1.0)
+        self.pad = grey_pad(self.info).to(device)
 
     def decoded_class(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class c's decoded synthetic images (at most ``batch_syn_max``, a random subset)."""
@@ -139,8 +136,7 @@ class IDCRun:
 
     def clamp(self) -> None:
         with torch.no_grad():
-            low, high = self.low.to(self.device), self.high.to(self.device)
-            self.trainer.images.copy_(torch.maximum(torch.minimum(self.trainer.images, high), low))
+            self.trainer.images.copy_(torch.maximum(torch.minimum(self.trainer.images, self.high), self.low))
 
     def iteration(self) -> float:
         cfg, t = self.cfg, self.trainer

@@ -78,12 +78,13 @@ def network_pool(cfg: PixelConfig, info) -> ModelPool:
 class ImageTrainer:
     """The synthetic images, their SGD optimiser, and the real data they are matched to."""
 
-    def __init__(self, cfg: PixelConfig, train: ImageSet, device: torch.device, images: torch.Tensor | None = None):
+    def __init__(self, cfg: PixelConfig, train: ImageSet, device: torch.device, images: torch.Tensor | None = None,
+                 lr: float | None = None):
         self.cfg, self.train, self.info, self.device = cfg, train, train.info, device
         start = initial_images(cfg, train) if images is None else images
         self.images = start.to(device).requires_grad_(True)
         self.labels = class_major_labels(self.info.num_classes, len(start) // self.info.num_classes).to(device)
-        self.optimizer = torch.optim.SGD([self.images], lr=cfg.lr_img, momentum=cfg.momentum_img)
+        self.optimizer = torch.optim.SGD([self.images], lr=cfg.lr_img if lr is None else lr, momentum=cfg.momentum_img)
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.sampler = ClassSampler(train, generator=self.rng)
         self.augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=self.rng)
