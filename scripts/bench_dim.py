@@ -3,7 +3,8 @@
 One run, on one dataset (the MNIST subset by default), CPU-practical width:
 
 1. trains the GAN phase for ``gan_epochs``; from that state it continues twice, once
-   GAN-only (the cGAN baseline, same total steps) and once with logits matching (DiM);
+   GAN-only (the cGAN baseline, same total steps) and once with logits matching (DiM),
+   plus any ``--variant`` of DiM's config (ablations from the same GAN state);
 2. trains a ConvNet-3 on the real training split and measures class fidelity (share of
    generated images it assigns to their label) for both generators;
 3. evaluates random real selection (IPC) and both generators (INPC) under the fixed and
@@ -12,6 +13,8 @@ One run, on one dataset (the MNIST subset by default), CPU-practical width:
    at the official width (196) and batch (64), to set beside the official code's.
 
     python scripts/bench_dim.py --config configs/dim/mnist_subset.yaml --json results/bench_dim_mnist.json
+    python scripts/bench_dim.py --reuse-shared --branches dim --protocols fixed --speed-steps 0 \
+        --variant 'log_softmax={match: log_softmax}' --json results/ablate_dim_mnist.json
 """
 
 from __future__ import annotations
@@ -24,31 +27,65 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from gencond.artifacts import load_generator, write_json
 from gencond.config import config_from_dict, load_yaml
 from gencond.data import load_dataset
-from gencond.evaluate import IndexedData, TrainConfig, class_fidelity, format_table, resolve_device, run_protocol
-from gencond.evaluate.protocol import generator_sets, machine_description, selection_sets
+from gencond.errors import GencondError
+from gencond.evaluate import (
+    IndexedData,
+    TrainConfig,
+    class_fidelity,
+    format_table,
+    resolve_device,
+    run_protocol,
+)
+from gencond.evaluate.protocol import (
+    generator_sets,
+    machine_description,
+    selection_sets,
+)
 from gencond.evaluate.train import test_accuracy, train_network
 from gencond.methods.dim import STATE_DIR, DiMConfig, train_dim
 from gencond.models import create_network
 from gencond.serve import sample_set
 
 OFFICIAL = {"phase1_step_s": 4.54, "phase2_step_s": 4.95, "sampling_images_per_s": 177}
+BRANCH_LABELS = {"cgan": "cGAN", "dim": "DiM"}
 
 
-def train_branches(cfg: DiMConfig, work: Path) -> dict:
-    """Shared GAN phase, then a GAN-only and a matching continuation from the same state."""
+def parse_variants(items: list[str], cfg: DiMConfig) -> dict[str, DiMConfig]:
+    """``NAME={yaml mapping}`` -> DiM configs that differ from ``cfg`` by that mapping."""
+    variants = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        overrides = yaml.safe_load(text) if sep else None
+        if not name or not isinstance(overrides, dict):
+            raise SystemExit(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
+        try:
+            variants[name] = config_from_dict(DiMConfig, {**dataclasses.asdict(cfg), **overrides}, f"--variant {name}")
+            variants[name].check()
+        except GencondError as err:
+            raise SystemExit(str(err)) from None
+    return variants
+
+
+def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: dict[str, DiMConfig],
+                   reuse_shared: bool) -> dict:
+    """Shared GAN phase, then continuations from the same state: GAN-only (``cgan``, same
+    total steps), matching (``dim``) and any matching variant."""
     timings = {}
     shared = dataclasses.replace(cfg, output_dir=str(work / "shared"), match_epochs=0)
-    start = time.perf_counter()
-    train_dim(shared)
-    timings["shared_gan_phase_s"] = time.perf_counter() - start
+    if not (reuse_shared and (work / "shared" / STATE_DIR).is_dir()):
+        start = time.perf_counter()
+        train_dim(shared)
+        timings["shared_gan_phase_s"] = time.perf_counter() - start
     runs = {
         "cgan": dataclasses.replace(cfg, gan_epochs=cfg.gan_epochs + cfg.match_epochs, match_epochs=0),
         "dim": cfg,
     }
+    runs = {**{name: runs[name] for name in branches}, **variants}
     folders = {}
     for name, run_cfg in runs.items():
         out = work / name
@@ -109,6 +146,13 @@ def main() -> None:
     parser.add_argument("--speed-pools", nargs="+", default=["convnet3", "resnet10_cifar"])
     parser.add_argument("--speed-precisions", nargs="+", default=["no"],
                         help="Accelerate fixes the precision per process: time bf16 in a run of its own")
+    parser.add_argument("--branches", nargs="*", default=["cgan", "dim"], choices=list(BRANCH_LABELS),
+                        help="continuations of the shared GAN phase to train and evaluate")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value, ...}",
+                        help="one more DiM continuation with these config overrides (repeatable)")
+    parser.add_argument("--reuse-shared", action="store_true",
+                        help="continue from WORK_DIR/shared if its GAN phase is already trained")
+    parser.add_argument("--protocols", nargs="+", default=["fixed", "fresh"], choices=["fixed", "fresh"])
     parser.add_argument("--work-dir", default="runs/bench_dim")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--speed-only", action="store_true", help="only the width-196 timings")
@@ -143,7 +187,7 @@ def main() -> None:
 def quality(cfg: DiMConfig, args, work: Path, device) -> dict:
     """Train both generators, measure class fidelity and sampling speed, evaluate everything."""
     splits = load_dataset(cfg.dataset, cfg.data_root)
-    branches = train_branches(cfg, work)
+    branches = train_branches(cfg, work, args.branches, parse_variants(args.variant, cfg), args.reuse_shared)
     generators = {name: load_generator(folder, device) for name, folder in branches["folders"].items()}
 
     classifier, classifier_acc = real_classifier(splits, args.classifier_epochs, device)
@@ -152,8 +196,8 @@ def quality(cfg: DiMConfig, args, work: Path, device) -> dict:
 
     sets = selection_sets(splits, "random", args.inpc)
     for name, folder in branches["folders"].items():
-        for row in generator_sets(splits, str(folder), args.inpc, ["fixed", "fresh"], device):
-            row.name = row.name.replace("generator", "cGAN" if name == "cgan" else "DiM")
+        for row in generator_sets(splits, str(folder), args.inpc, args.protocols, device):
+            row.name = row.name.replace("generator", BRANCH_LABELS.get(name, f"DiM [{name}]"))
             sets.append(row)
     results = run_protocol(splits, sets, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
 

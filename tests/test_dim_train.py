@@ -171,3 +171,15 @@ def test_ema_generator_is_saved_and_checkpointed(tmp_path):
     raw = train_dim(replace(TINY, output_dir=str(tmp_path / "raw"), match_epochs=0))
     raw_weights = weights(raw)
     assert any(not torch.equal(ema_weights[k], raw_weights[k]) for k in raw_weights if "running" not in k)
+
+
+def test_pool_network_trains_with_its_own_augmentation():
+    from gencond.data import load_dataset
+    from gencond.methods.dim import PoolTrainer
+
+    train = load_dataset("digits").train
+    cfg = replace(TINY, dsa_strategy="color_crop_cutout", pool_dsa_strategy="color_crop")
+    pool = PoolTrainer(cfg, train, epoch=1, generator=torch.Generator().manual_seed(0), device="cpu")
+    assert pool.trainer.augment.ops == ["color", "crop"]
+    with pytest.raises(GencondError, match="unknown DSA operation"):
+        replace(TINY, pool_dsa_strategy="color_blur").check()

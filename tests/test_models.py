@@ -57,6 +57,16 @@ def test_resnet_ap_downsamples_by_average_pooling():
     assert any(c.stride == (2, 2) for c in strided.modules() if isinstance(c, nn.Conv2d))
 
 
+def test_imagenet_stem_quarters_the_input_like_the_dim_pool_resnets():
+    net = create_network("resnet10_imagenet", 10, 1, 28)
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert first.kernel_size == (7, 7) and first.stride == (2, 2)
+    assert net.stem(torch.randn(2, 1, 28, 28)).shape == (2, 64, 7, 7)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    cifar = create_network("resnet10_cifar", 10, 1, 28)
+    assert cifar.stem(torch.randn(2, 1, 28, 28)).shape == (2, 64, 28, 28)
+
+
 def test_other_timm_models_are_accepted_as_they_are():
     net = create_network("resnet10t", 10, 3, 32)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)

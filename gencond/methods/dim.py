@@ -12,7 +12,8 @@ phase 2 (``match_epochs``)
     what a pool network makes of a class-balanced real batch and of a generated batch of
     the same labels. At the start of every epoch one network is drawn from the pool
     (ConvNet-3, ResNet-10, ResNet-18 by default) and freshly initialised; before every
-    generator step it trains on ``pool_train_batches`` real batches (SGD, per-image DSA),
+    generator step it trains on ``pool_train_batches`` real batches (SGD, per-image DSA
+    ``pool_dsa_strategy``),
     so the supervision moves from a random to a trained network within the epoch, as in
     the official code. With ``match_augment`` the real and generated batches share one
     DSA draw (siamese).
@@ -86,6 +87,8 @@ class DiMConfig:
     pool_momentum: float = 0.9
     pool_weight_decay: float = 5e-4
     dsa_strategy: str = field(default="color_crop_cutout", metadata={"help": "DSA operations (DiM code: color_crop_cutout)"})
+    pool_dsa_strategy: str = field(default="color_crop", metadata={
+        "help": "per-image DSA of the pool network's real batches (DiM code: dsa_strategy less cutout)"})
     dsa_mode: str = field(default="idc", metadata={"help": "idc (DiM/IDC code) or dsa (one operation per call)"})
     # extras
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
@@ -106,6 +109,7 @@ class DiMConfig:
             raise GencondError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
         get_matching(self.match)
         DSA(self.dsa_strategy, self.dsa_mode)
+        DSA(self.pool_dsa_strategy, self.dsa_mode)
         if self.match_epochs and not self.pool:
             raise GencondError("phase 2 needs at least one pool network")
         for name in self.pool:
@@ -198,7 +202,7 @@ class PoolTrainer:
         self.net.to(device).train()
         optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.pool_lr, momentum=cfg.pool_momentum,
                                     weight_decay=cfg.pool_weight_decay)
-        augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=generator)
+        augment = DSA(cfg.pool_dsa_strategy, cfg.dsa_mode, generator=generator)
         self.trainer = RealBatchTrainer(self.net, train, cfg.pool_batch, optimizer, augment, generator, device)
         self.batches = cfg.pool_train_batches
 

@@ -1,6 +1,8 @@
-"""CIFAR-style ResNets: 3x3 stem with stride 1, no max-pool, four stages of width
-64/128/256/512, global average pooling, linear head (He et al. 2016 as adapted to 32x32
-images by the dataset-condensation literature).
+"""ResNets of four stages of width 64/128/256/512, global average pooling and a linear head
+(He et al. 2016). ``stem="cifar"`` is the 3x3 stride-1 stem without max-pool that the
+dataset-condensation literature uses on 32x32 images; ``stem="imagenet"`` is the original
+7x7 stride-2 convolution plus 3x3 stride-2 max-pool, which the official DiM code also uses
+for its MNIST and ImageNet pool networks (``resnet10_imagenet``, ``resnet18_imagenet``).
 
 ``downsample="stride"`` is the usual strided convolution; ``downsample="avgpool"`` is
 ResNet-AP from IDC (Kim et al. 2022): every strided convolution becomes a stride-1
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from timm.models import register_model
 from torch import nn
 
+from gencond.errors import GencondError
 from gencond.models.layers import ClassifierMixin, entry_kwargs, make_norm
 
 
@@ -71,10 +74,19 @@ def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str, downsample: str) 
     return nn.Sequential(_conv(in_ch, out_ch, 1, stride, downsample), make_norm(norm, out_ch))
 
 
+def _stem(kind: str, in_ch: int, width: int, norm: str) -> nn.Sequential:
+    if kind == "cifar":
+        return nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1, bias=False), make_norm(norm, width), nn.ReLU(inplace=True))
+    if kind == "imagenet":
+        return nn.Sequential(nn.Conv2d(in_ch, width, 7, stride=2, padding=3, bias=False), make_norm(norm, width),
+                             nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
+    raise GencondError(f"unknown ResNet stem {kind!r}; choose cifar or imagenet")
+
+
 class ResNet(ClassifierMixin, nn.Module):
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: type[BasicBlock | Bottleneck],
         blocks_per_stage: tuple[int, int, int, int],
         num_classes: int = 10,
         in_chans: int = 3,
@@ -82,12 +94,11 @@ class ResNet(ClassifierMixin, nn.Module):
         width: int = 64,
         norm: str = "batch",
         downsample: str = "stride",
+        stem: str = "cifar",
     ):
         super().__init__()
         del img_size  # global pooling makes the head independent of the input size
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, width, 3, padding=1, bias=False), make_norm(norm, width), nn.ReLU(inplace=True)
-        )
+        self.stem = _stem(stem, in_chans, width, norm)
         stages, in_ch = [], width
         for i, n_blocks in enumerate(blocks_per_stage):
             planes = width * 2**i
@@ -166,3 +177,15 @@ def resnet10_ap(pretrained: bool = False, **kwargs) -> ResNet:
 def resnet18_ap(pretrained: bool = False, **kwargs) -> ResNet:
     """ResNet-AP-18: average-pool downsampling, instance norm."""
     return _resnet(BasicBlock, (2, 2, 2, 2), pretrained, kwargs, norm="instance", downsample="avgpool")
+
+
+@register_model
+def resnet10_imagenet(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-10 with the ImageNet stem (input / 4), batch norm: the DiM code's pool ResNet-10."""
+    return _resnet(BasicBlock, (1, 1, 1, 1), pretrained, kwargs, stem="imagenet")
+
+
+@register_model
+def resnet18_imagenet(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 with the ImageNet stem (input / 4), batch norm: the DiM code's pool ResNet-18."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), pretrained, kwargs, stem="imagenet")
