@@ -76,10 +76,8 @@ def official_sets(path: Path, info) -> list[CondensedSet]:
     return sets
 
 
-def gencond_sets(config: Path, count: int, splits, device: str) -> tuple[list[CondensedSet], list[float]]:
+def gencond_sets(cfg, count: int, splits, device: str) -> tuple[list[CondensedSet], list[float]]:
     """``count`` DM sets from one config, seeds 0..count-1, and each run's seconds per iteration."""
-    method = get_method("dm")
-    cfg = config_from_dict(method.config, load_yaml(config), str(config))
     sets, rates = [], []
     for seed in range(count):
         run_cfg = dataclasses.replace(cfg, seed=seed, device=device, output="")
@@ -114,11 +112,11 @@ def main() -> None:
             raise SystemExit(f"{path}: no such file")
     start = time.perf_counter()
     device = resolve_device(args.device)
-    cfg_data = load_yaml(Path(args.config))
-    splits = load_dataset(cfg_data.get("dataset", "mnist"), cfg_data.get("data_root", "../shared/data"))
+    cfg = config_from_dict(get_method("dm").config, load_yaml(args.config), args.config)
+    splits = load_dataset(cfg.dataset, cfg.data_root)
     theirs = official_sets(Path(args.official_result), splits.info)
     their_rates = official_seconds_per_iteration(Path(args.official_log))
-    ours, our_rates = gencond_sets(Path(args.config), len(theirs), splits, str(device))
+    ours, our_rates = gencond_sets(cfg, len(theirs), splits, str(device))
     rows = [training_set("gencond DM", ours, args.evals_per_set), training_set("official DM", theirs, args.evals_per_set)]
     results = run_protocol(splits, rows, ["convnet3"], len(theirs) * args.evals_per_set,
                            TrainConfig(epochs=args.eval_epochs), device)
