@@ -110,25 +110,35 @@ def _leaf_fields(cls, prefix: tuple[str, ...] = ()):
             yield prefix + (f.name,), f, tp
 
 
+def _flags(path: tuple[str, ...], unique: bool) -> list[str]:
+    """``--name`` for a top-level field; ``--parent.name`` for a nested one, plus
+    ``--name`` when no other field of the config has that name."""
+    dotted = "--" + ".".join(part.replace("_", "-") for part in path)
+    short = "--" + path[-1].replace("_", "-")
+    return [dotted] + ([short] if len(path) > 1 and unique else [])
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag`` per leaf field of ``cls``; the flag's name is the field's name."""
+    """One ``--flag`` per leaf field of ``cls`` (see :func:`_flags` for nested fields)."""
     defaults = cls()
-    for path, f, tp in _leaf_fields(cls):
+    leaves = list(_leaf_fields(cls))
+    counts: dict[str, int] = {}
+    for path, _, _ in leaves:
+        counts[path[-1]] = counts.get(path[-1], 0) + 1
+    for path, f, tp in leaves:
         default = defaults
         for part in path:
             default = getattr(default, part)
-        flag = "--" + path[-1].replace("_", "-")
+        flags = _flags(path, counts[path[-1]] == 1)
         help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
         tp = _unwrap_optional(tp)
+        common = {"dest": ".".join(path), "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
-            parser.add_argument(flag, dest=".".join(path), action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
         elif _is_list(tp):
-            parser.add_argument(flag, dest=".".join(path), nargs="+", default=argparse.SUPPRESS,
-                                metavar=path[-1].upper(), help=help_text)
+            parser.add_argument(*flags, nargs="+", metavar=path[-1].upper(), **common)
         else:
-            parser.add_argument(flag, dest=".".join(path), default=argparse.SUPPRESS,
-                                metavar=path[-1].upper(), help=help_text)
+            parser.add_argument(*flags, metavar=path[-1].upper(), **common)
 
 
 def _nest(flat: dict[str, Any]) -> dict:

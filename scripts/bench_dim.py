@@ -46,8 +46,10 @@ from gencond.evaluate.protocol import (
     machine_description,
     selection_sets,
 )
-from gencond.evaluate.train import test_accuracy, train_network
-from gencond.methods.dim import STATE_DIR, DiMConfig, train_dim
+from gencond.training.networks import test_accuracy, train_network
+from gencond.methods.dim import DiMConfig, train_dim
+from gencond.training import RealBatchConfig
+from gencond.training.generator import STATE_DIR
 from gencond.models import create_network
 from gencond.serve import sample_set
 
@@ -126,7 +128,7 @@ def step_times(cfg: DiMConfig, work: Path, pools: list[str], steps: int, precisi
         shutil.rmtree(out, ignore_errors=True)
         speed_cfg = dataclasses.replace(cfg, output_dir=str(out), width=196, batch_size=64, gan_epochs=1,
                                         match_epochs=1, steps_per_epoch=steps + 1, pool=[pool],
-                                        pool_train_batches=16, mixed_precision=precision, sample_every=0)
+                                        pool_training=RealBatchConfig(batches=16), mixed_precision=precision, sample_every=0)
         train_dim(speed_cfg)
         log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
         result["phase1_step_s"] = result.get("phase1_step_s", log[0]["seconds_after_first_step"] / steps)

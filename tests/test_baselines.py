@@ -25,7 +25,7 @@ from gencond.methods.dsa import (
     freeze_batch_norm,
 )
 from gencond.methods.idc import gradient_distance, matched_parameters
-from gencond.methods.matching import layerwise_distance
+from gencond.losses.matching import layerwise_distance
 from gencond.models import create_network, embed
 
 # --- DM ---

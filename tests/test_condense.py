@@ -14,7 +14,7 @@ TINY = {
     "dm": ["--iterations", "2", "--batch-real", "8"],
     "dc": ["--iterations", "1", "--batch-real", "8"],
     "dsa": ["--iterations", "1", "--batch-real", "8", "--dsa-strategy", "crop_scale"],
-    "idc": ["--iterations", "1", "--inner-loop", "1", "--net-samples", "64", "--batch-real", "8"],
+    "idc": ["--iterations", "1", "--inner-loop", "1", "--net-training.batches", "1", "--batch-real", "8"],
 }
 
 

@@ -7,14 +7,10 @@ import torch
 from torch import nn
 
 from gencond.errors import GencondError
-from gencond.methods.dim import (
-    balanced_labels,
-    discriminator_loss,
-    epoch_batches,
-    generator_gan_loss,
-    gradient_penalty,
-)
-from gencond.methods.matching import class_means, get_matching, layerwise_distance
+from gencond.losses.adversarial import gradient_penalty, wgan_discriminator_loss, wgan_generator_loss
+from gencond.methods.dim import balanced_labels
+from gencond.training.generator import epoch_batches
+from gencond.losses.matching import class_means, get_matching, layerwise_distance
 from gencond.models import create_network
 from gencond.models.gan import Discriminator, Generator
 
@@ -40,7 +36,7 @@ def test_gradient_penalty_of_a_linear_critic(weight, expected):
 def test_discriminator_loss_known_value():
     real, fake = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
     labels = torch.tensor([0, 3])
-    parts = discriminator_loss(MeanCritic(), real, labels, fake, labels, gp_weight=10.0, alpha=torch.rand(2))
+    parts = wgan_discriminator_loss(MeanCritic(), real, labels, fake, labels, gp_weight=10.0, alpha=torch.rand(2))
     # wasserstein: mean critic(fake) - mean critic(real) = 0 - 1
     assert parts["wasserstein"].item() == pytest.approx(-1.0)
     assert parts["d_class"].item() == pytest.approx(2 * math.log(4))
@@ -51,7 +47,7 @@ def test_discriminator_loss_known_value():
 
 def test_generator_loss_known_value():
     fake = torch.full((2, 1, 2, 2), 0.5)
-    assert generator_gan_loss(MeanCritic(), fake, torch.tensor([1, 2])).item() == pytest.approx(-0.5 + math.log(4))
+    assert wgan_generator_loss(MeanCritic(), fake, torch.tensor([1, 2])).item() == pytest.approx(-0.5 + math.log(4))
 
 
 def test_overwrite_conditioning_writes_the_one_hot_over_the_first_noise_entries():

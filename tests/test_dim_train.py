@@ -16,10 +16,11 @@ from gencond.cli import main
 from gencond.errors import GencondError
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.serve import GeneratorDataset, sample_set
+from gencond.training import RealBatchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=1, match_epochs=1, steps_per_epoch=2,
-                 pool=["convnet3"], pool_train_batches=1, pool_batch=16, match_batch=20, seed=3)
+                 pool=["convnet3"], pool_training=RealBatchConfig(batches=1, batch_size=16), match_batch=20, seed=3)
 pytestmark = pytest.mark.slow
 
 
@@ -142,7 +143,7 @@ def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            str(ROOT / "scripts" / "train_dim.py"), "--dataset", "digits", "--width", "8", "--batch-size", "16",
            "--gan-epochs", "1", "--match-epochs", "1", "--steps-per-epoch", "2", "--pool", "convnet3",
-           "--pool-train-batches", "1", "--pool-batch", "16", "--match-batch", "20", "--output-dir", str(tmp_path)]
+           "--pool-training.batches", "1", "--pool-training.batch-size", "16", "--match-batch", "20", "--output-dir", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -178,8 +179,8 @@ def test_pool_network_trains_with_its_own_augmentation():
     from gencond.methods.dim import PoolTrainer
 
     train = load_dataset("digits").train
-    cfg = replace(TINY, dsa_strategy="color_crop_cutout", pool_dsa_strategy="color_crop")
+    cfg = replace(TINY, dsa_strategy="color_crop_cutout", pool_training=RealBatchConfig(dsa_strategy="color_crop"))
     pool = PoolTrainer(cfg, train, epoch=1, generator=torch.Generator().manual_seed(0), device="cpu")
     assert pool.trainer.augment.ops == ["color", "crop"]
     with pytest.raises(GencondError, match="unknown DSA operation"):
-        replace(TINY, pool_dsa_strategy="color_blur").check()
+        replace(TINY, pool_training=RealBatchConfig(dsa_strategy="color_blur")).check()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gencond.evaluate import IndexedData, TrainConfig, cutmix, train_and_test
-from gencond.evaluate.train import _lr_factor
+from gencond.training.networks import _lr_factor
 from gencond.methods.coresets import random_selection
 from gencond.models import create_network
 

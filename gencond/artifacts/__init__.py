@@ -1,7 +1,7 @@
 """Artifacts: condensed set files and generator folders, written atomically."""
 
 from gencond.artifacts.condensed import CondensedSet
-from gencond.artifacts.generator import ConditionalGenerator, load_generator, register_generator, save_pretrained
+from gencond.artifacts.generator import ConditionalGenerator, load_generator, save_pretrained
 from gencond.artifacts.io import atomic_path, write_json
 
 __all__ = [
@@ -9,7 +9,6 @@ __all__ = [
     "ConditionalGenerator",
     "atomic_path",
     "load_generator",
-    "register_generator",
     "save_pretrained",
     "write_json",
 ]

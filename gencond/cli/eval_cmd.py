@@ -9,6 +9,8 @@ from gencond.artifacts import write_json
 from gencond.cli import command
 from gencond.config import add_config_arguments, build_config
 from gencond.evaluate import EvalConfig, run_eval
+from gencond.evaluate.protocol import FULL
+from gencond.methods import get_method
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +27,9 @@ def default_json_path(cfg: EvalConfig) -> Path:
 @command("eval", help="evaluate condensed sets or real subsets by training networks from scratch", add_arguments=add_arguments)
 def run(args: argparse.Namespace) -> None:
     cfg = build_config(EvalConfig, args, args.config)
-    report = run_eval(cfg)
+    uses_selection = not (cfg.checkpoint or cfg.condensed or cfg.select == FULL)
+    select = get_method(cfg.select, kind="selection").fn if uses_selection else None
+    report = run_eval(cfg, select=select)
     path = Path(cfg.json) if cfg.json else default_json_path(cfg)
     write_json(path, report)
     print(f"results written to {path}")

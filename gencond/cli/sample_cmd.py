@@ -9,7 +9,7 @@ from pathlib import Path
 from gencond.artifacts import load_generator
 from gencond.cli import command
 from gencond.errors import GencondError
-from gencond.evaluate.train import resolve_device
+from gencond.training.networks import resolve_device
 from gencond.serve import sample_set
 from gencond.serve.export import FORMATS, write_sampled
 

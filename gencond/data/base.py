@@ -50,6 +50,14 @@ class DatasetInfo:
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return x * std + mean
 
+    def from_generator_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Generator output in [-1, 1] (tanh) to the normalized space."""
+        return self.normalize((x + 1) / 2)
+
+    def to_generator_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized images to the generators' [-1, 1] range."""
+        return self.denormalize(x) * 2 - 1
+
 
 class ImageSet:
     """A labelled image collection addressed by index.

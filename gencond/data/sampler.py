@@ -65,3 +65,22 @@ class ClassSampler:
     def sample_class(self, c: int, n: int) -> torch.Tensor:
         """``n`` real images of class ``c``."""
         return self.source.images(self.indices([c], n))
+
+
+def check_ipc(images: ImageSet, ipc: int) -> None:
+    """A subset of ``ipc`` distinct images per class needs that many in every class."""
+    if ipc <= 0:
+        raise GencondError(f"images per class must be positive, got {ipc}")
+    counts = images.class_counts()
+    smallest = int(counts.argmin())
+    if ipc > int(counts[smallest]):
+        raise GencondError(
+            f"IPC {ipc} is larger than class {smallest} ({images.info.class_names[smallest]}) of "
+            f"{images.info.name}, which has {int(counts[smallest])} training images"
+        )
+
+
+def random_subset(images: ImageSet, ipc: int, seed: int = 0) -> torch.Tensor:
+    """Dataset indices of ``ipc`` random real images per class (seeded), grouped by class."""
+    check_ipc(images, ipc)
+    return ClassSampler(images, seed).indices(torch.arange(images.info.num_classes), ipc)

@@ -2,7 +2,7 @@
 
 from gencond.evaluate.fidelity import class_fidelity
 from gencond.evaluate.protocol import EvalConfig, RowResult, TrainingSet, format_table, run_eval, run_protocol
-from gencond.evaluate.train import IndexedData, TrainConfig, cutmix, resolve_device, test_accuracy, train_and_test, train_network
+from gencond.training.networks import IndexedData, TrainConfig, cutmix, resolve_device, test_accuracy, train_and_test, train_network
 
 __all__ = [
     "class_fidelity",

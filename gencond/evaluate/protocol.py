@@ -14,26 +14,26 @@ import numpy as np
 import torch
 
 from gencond import __version__
-from gencond.artifacts import CondensedSet
+from gencond.artifacts import CondensedSet, load_generator
 from gencond.artifacts.condensed import check_compatible
 from gencond.config import config_to_dict
-from gencond.data import DatasetSplits, load_dataset
+from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_subset
 from gencond.errors import GencondError
-from gencond.evaluate.train import IndexedData, TrainConfig, TrainingData, resolve_device, train_and_test
-from gencond.methods import get_method
-from gencond.methods.coresets import check_ipc
 from gencond.models import create_network
+from gencond.serve import FreshSamples, sample_set
+from gencond.training.networks import IndexedData, TrainConfig, TrainingData, resolve_device, train_and_test
 
-FULL = "full"
+FULL, RANDOM = "full", "random"
+
+# A selection rule: (images, ipc, seed) -> dataset indices, ipc per class.
+Selector = Callable[[ImageSet, int, int], torch.Tensor]
 
 
 @dataclass
-class EvalConfig:
-    """A whole evaluation job: which training sets, which networks, how many seeds."""
+class EvalConfig(DataConfig):
+    """A whole evaluation job: which training sets, which networks, how many seeds
+    (``seed`` .. ``seed + seeds - 1``)."""
 
-    dataset: str = field(default="digits", metadata={"help": "dataset name or npz:PATH"})
-    data_root: str = field(default="data", metadata={"help": "where named datasets live"})
-    download: bool = field(default=False, metadata={"help": "allow torchvision to download the dataset"})
     select: str = field(default="random", metadata={"help": "selection method for real subsets, or 'full'"})
     condensed: list[str] = field(default_factory=list, metadata={"help": "condensed set file(s) to evaluate instead"})
     checkpoint: str = field(default="", metadata={"help": "generator folder to evaluate instead"})
@@ -43,7 +43,7 @@ class EvalConfig:
                                                   "(new samples every step, same count per epoch)"})
     ipc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class for selection"})
     arch: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "evaluation architecture(s)"})
-    seeds: int = field(default=3, metadata={"help": "number of seeds (0..N-1): new network, order and subset each"})
+    seeds: int = field(default=3, metadata={"help": "number of seeds (from seed on): new network, order and subset each"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     json: str = field(default="", metadata={"help": "where to write the results (default results/eval-<dataset>.json)"})
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -87,13 +87,18 @@ class RowResult:
         }
 
 
-def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int]) -> list[TrainingSet]:
-    """Real subsets chosen by a selection method (the seed picks the subset), or the
-    whole training split when ``method`` is 'full'."""
+def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int], select: Selector | None = None) -> list[TrainingSet]:
+    """Real subsets chosen by ``select`` (the seed picks the subset), by random selection
+    when ``method`` is 'random' and no rule is given, or the whole training split when
+    ``method`` is 'full'. Other rules (herding, k-center, ...) are methods: the caller
+    passes them (``gencond eval`` looks ``method`` up in the method registry)."""
     train = splits.train
     if method == FULL:
         return [TrainingSet(FULL, None, lambda seed: IndexedData.from_image_set(train))]
-    select = get_method(method, kind="selection").fn
+    if select is None:
+        if method != RANDOM:
+            raise GencondError(f"selection {method!r} needs its rule: pass select= (gencond eval looks it up)")
+        select = random_subset
     for ipc in ipcs:  # fail on impossible sizes before any training starts
         check_ipc(train, ipc)
 
@@ -123,9 +128,6 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     """A generator under the two protocols. ``fixed``: the seed draws one set of INPC x C
     images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
     DiM's deployment, the same number of images per epoch but new ones every step."""
-    from gencond.artifacts import load_generator
-    from gencond.serve import FreshSamples, sample_set
-
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise GencondError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
@@ -144,8 +146,9 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     return rows
 
 
-def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,
+def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int | range,
                  cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print) -> list[RowResult]:
+    """Every training set x architecture x seed (``seeds``: a count from 0, or a range)."""
     info = splits.info
     for arch in archs:  # unknown names fail before any training
         create_network(arch, info.num_classes, info.channels, info.image_size)
@@ -153,7 +156,7 @@ def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str
     for training_set in sets:
         for arch in archs:
             row = RowResult(training_set.name, training_set.ipc, arch, [], [])
-            for seed in range(seeds):
+            for seed in (range(seeds) if isinstance(seeds, int) else seeds):
                 acc, seconds = train_and_test(
                     lambda name=arch: create_network(name, info.num_classes, info.channels, info.image_size),
                     training_set.make(seed), splits.test, cfg, device, seed,
@@ -191,8 +194,9 @@ def machine_description(device: torch.device) -> dict:
     }
 
 
-def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
-    """Load the data, run the protocol, print the table; returns the JSON report."""
+def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Selector | None = None) -> dict:
+    """Load the data, run the protocol, print the table; returns the JSON report.
+    ``select`` is the selection rule named by ``cfg.select`` (random needs none)."""
     if cfg.seeds <= 0:
         raise GencondError(f"the number of seeds must be positive, got {cfg.seeds}")
     if any(ipc <= 0 for ipc in cfg.ipc):
@@ -200,16 +204,16 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     cfg.train.check()
     device = resolve_device(cfg.device)
     start = time.perf_counter()
-    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    splits = cfg.load_splits()
     if cfg.checkpoint:
         sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device)
     elif cfg.condensed:
         sets = condensed_sets(splits, cfg.condensed)
     else:
-        sets = selection_sets(splits, cfg.select, cfg.ipc)
+        sets = selection_sets(splits, cfg.select, cfg.ipc, select)
     log(f"evaluating on {splits.info.name}: {len(splits.train)} train / {len(splits.test)} test images, "
         f"{cfg.train.epochs} epochs, augment={cfg.train.augment}, device={device}")
-    results = run_protocol(splits, sets, cfg.arch, cfg.seeds, cfg.train, device, log)
+    results = run_protocol(splits, sets, cfg.arch, range(cfg.seed, cfg.seed + cfg.seeds), cfg.train, device, log)
     wall = time.perf_counter() - start
     log("\nfinal test accuracy (%), mean ± std over "
         f"{cfg.seeds} seed(s); seconds of training per network in brackets\n")

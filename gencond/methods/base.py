@@ -13,21 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gencond.artifacts import CondensedSet
-from gencond.data import DEFAULT_DATASET, DatasetSplits, load_dataset
+from gencond.data import DataConfig, DatasetSplits
 from gencond.errors import GencondError
-from gencond.methods import get_method
+from gencond.methods._registry import get_method
 
 
 @dataclass
-class CondenseConfig:
+class CondenseConfig(DataConfig):
     """The fields every ``gencond condense`` run has."""
 
-    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name or npz:PATH"})
-    data_root: str = "data"
-    download: bool = False
-    image_size: int = field(default=0, metadata={"help": "ImageFolder datasets only (0 = the dataset's default)"})
     ipc: int = field(default=10, metadata={"help": "images per class to produce"})
-    seed: int = 0
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     output: str = field(default="", metadata={"help": "condensed set file (default runs/condensed/METHOD_DATASET_ipcN.safetensors)"})
 
@@ -57,7 +52,7 @@ def run_method(name: str, cfg: CondenseConfig, splits: DatasetSplits) -> Condens
 
 def condense(name: str, cfg: CondenseConfig, log=print) -> tuple[Path, CondensedSet, float]:
     """Load the data, run ``name``, write the condensed set; returns (path, set, seconds)."""
-    splits = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size or None)
+    splits = cfg.load_splits()
     start = time.perf_counter()
     condensed = run_method(name, cfg, splits)
     seconds = time.perf_counter() - start

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 
 from gencond.data.base import ImageSet
-from gencond.data.sampler import ClassSampler
+from gencond.data.sampler import check_ipc, random_subset
 from gencond.errors import GencondError
-from gencond.methods import register_method
+from gencond.methods._registry import register_method
 from gencond.methods.base import CondenseConfig
 from gencond.models import check_architecture, create_network, embed
 
@@ -43,24 +43,10 @@ class SelectionConfig(CondenseConfig):
             raise GencondError("embed_epochs must be >= 0 and kmeans_iterations > 0")
 
 
-def check_ipc(images: ImageSet, ipc: int) -> None:
-    """Selection needs ``ipc`` distinct images in every class."""
-    if ipc <= 0:
-        raise GencondError(f"images per class must be positive, got {ipc}")
-    counts = images.class_counts()
-    smallest = int(counts.argmin())
-    if ipc > int(counts[smallest]):
-        raise GencondError(
-            f"IPC {ipc} is larger than class {smallest} ({images.info.class_names[smallest]}) of "
-            f"{images.info.name}, which has {int(counts[smallest])} training images"
-        )
-
-
 @register_method("random", kind="selection", config=SelectionConfig)
 def random_selection(images: ImageSet, ipc: int, seed: int = 0, cfg: SelectionConfig | None = None) -> torch.Tensor:
     """Random real images, ``ipc`` per class (seeded)."""
-    check_ipc(images, ipc)
-    return ClassSampler(images, seed).indices(torch.arange(images.info.num_classes), ipc)
+    return random_subset(images, ipc, seed)
 
 
 # --- the embedding ---
@@ -79,7 +65,7 @@ def class_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[
 
 
 def _compute_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from gencond.evaluate.train import (
+    from gencond.training.networks import (
         IndexedData,
         TrainConfig,
         resolve_device,

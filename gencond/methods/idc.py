@@ -12,7 +12,7 @@ ICML 2022), Algorithm 1.
   distance between the two gradients (``mse`` for CIFAR/SVHN, ``l1`` for MNIST/Fashion;
   summed over elements and over the conv layers; biases, norm and linear layers are
   skipped by default); one SGD step on class c's stored images. Then the network trains
-  on real data (random mixed-class batches of 64 until ``net_samples`` images are seen,
+  on real data (``net_training``: random mixed-class batches, 32 of 64 by default,
   per-image augmentation and CutMix), so matching happens along a real training path.
 - Images are clamped to the valid pixel range once per outer iteration. The learning
   rate scales with IPC / 10, as the code's ``tune_lr_img`` does.
@@ -30,12 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gencond.artifacts import CondensedSet
-from gencond.augment import DSA
 from gencond.data import DatasetSplits, ImageSet
 from gencond.data.formation import decode, encode, grey_pad
 from gencond.errors import GencondError
-from gencond.evaluate.train import RealBatchTrainer, resolve_device
-from gencond.methods import register_method
+from gencond.training.networks import RealBatchConfig, RealBatchTrainer, resolve_device
+from gencond.methods._registry import register_method
 from gencond.methods.pixel import (
     ImageTrainer,
     PixelConfig,
@@ -65,13 +64,9 @@ class IDCConfig(PixelConfig):
     match_fc: bool = field(default=False, metadata={"help": "also match the linear head's weight gradient"})
     dsa_strategy: str = field(default="color_crop_cutout", metadata={"help": "matching augmentation (MNIST f>1: color_crop)"})
     dsa_mode: str = "idc"
-    net_strategy: str = field(default="color_crop", metadata={"help": "per-image augmentation of the network's training"})
-    net_samples: int = field(default=2000, metadata={"help": "real images the network trains on per inner step (MNIST 500)"})
-    net_batch: int = 64
-    net_lr: float = 0.01
-    net_momentum: float = 0.9
-    net_weight_decay: float = 5e-4
-    net_cutmix_prob: float = field(default=0.5, metadata={"help": "CutMix probability of the network's training (MNIST f>1: 0)"})
+    net_training: RealBatchConfig = field(default_factory=lambda: RealBatchConfig(batches=32, cutmix_prob=0.5), metadata={
+        "help": "the matching network's real-data training per inner step: the code trains on 2000 real images "
+                "(32 batches of 64; MNIST 500: 8), colour+crop, CutMix 0.5 (MNIST f>1: 0)"})
 
     def check(self) -> None:
         super().check()
@@ -79,9 +74,10 @@ class IDCConfig(PixelConfig):
             raise GencondError(f"factor must be at least 1, got {self.factor}")
         if self.distance not in DISTANCES:
             raise GencondError(f"unknown distance {self.distance!r}; choose one of {', '.join(DISTANCES)}")
-        for name in ("inner_loop", "batch_syn_max", "net_batch"):
+        for name in ("inner_loop", "batch_syn_max"):
             if getattr(self, name) <= 0:
                 raise GencondError(f"{name} must be positive, got {getattr(self, name)}")
+        self.net_training.check("idc")
 
     def image_lr(self) -> float:
         return self.lr_img * self.ipc / 10
@@ -120,7 +116,6 @@ class IDCRun:
     def __init__(self, cfg: IDCConfig, train: ImageSet, device: torch.device):
         self.cfg, self.info, self.device = cfg, train.info, device
         self.trainer = ImageTrainer(cfg, train, device, images=initial_stored_images(cfg, train), lr=cfg.image_lr())
-        self.net_augment = DSA(cfg.net_strategy, "idc", generator=self.trainer.rng)
         bound = lambda value: self.info.normalize(torch.full((1, self.info.channels, 1, 1), value)).to(device)
         self.low, self.high = bound(0.0), bound(1.0)
         self.pad = grey_pad(self.info).to(device)
@@ -143,11 +138,7 @@ class IDCRun:
         self.clamp()
         net = t.fresh_network().train()
         params = matched_parameters(net, cfg.match_bias, cfg.match_fc)
-        optimizer = torch.optim.SGD(net.parameters(), lr=cfg.net_lr, momentum=cfg.net_momentum,
-                                    weight_decay=cfg.net_weight_decay)
-        real_trainer = RealBatchTrainer(net, t.train, cfg.net_batch, optimizer, self.net_augment, t.rng, self.device,
-                                        cutmix_prob=cfg.net_cutmix_prob)
-        net_steps = -(-cfg.net_samples // cfg.net_batch)
+        real_trainer = RealBatchTrainer(net, t.train, cfg.net_training, "idc", t.rng, self.device)
         total = 0.0
         for _ in range(cfg.inner_loop):
             for c in range(self.info.num_classes):
@@ -159,8 +150,7 @@ class IDCRun:
                 loss = gradient_distance(net, params, both[:len(real)], labels, both[len(real):], syn_labels, cfg.distance)
                 t.step(loss)
                 total += float(loss.detach())
-            if net_steps:
-                real_trainer.steps(net_steps)
+            real_trainer.update()
         return total / (cfg.inner_loop * self.info.num_classes)
 
     def result(self, final_loss: float) -> CondensedSet:

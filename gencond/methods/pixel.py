@@ -16,7 +16,7 @@ from gencond.artifacts import CondensedSet
 from gencond.augment import DEFAULT_STRATEGY, DSA
 from gencond.data import ClassSampler, ImageSet
 from gencond.errors import GencondError
-from gencond.methods import get_method, list_methods
+from gencond.methods._registry import get_method, list_methods
 from gencond.methods.base import CondenseConfig
 from gencond.models import ModelPool, check_architecture
 

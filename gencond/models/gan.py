@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gencond.artifacts.generator import register_generator
 from gencond.errors import GencondError
+from gencond.models.generators import ClassConditionalGenerator, register_generator
 
 SUPPORTED_SIZES = (28, 32, 64)
 CONDITIONING = ("overwrite", "concat")
@@ -45,8 +45,25 @@ def _up_bn_relu(width: int, kernel: int = 4) -> list[nn.Module]:
     return [nn.ConvTranspose2d(width, width, kernel, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
 
 
+def input_projection(in_dim: int, width: int) -> nn.Sequential:
+    """FC from the generator input to a width x 4 x 4 map (flattened), BN, ReLU."""
+    return nn.Sequential(nn.Linear(in_dim, width * 16), nn.BatchNorm1d(width * 16), nn.ReLU(inplace=True))
+
+
+def dim_generator_body(width: int, channels: int, image_size: int) -> nn.Sequential:
+    """DiM's generator after the input FC: a width x 4 x 4 map to an image in [-1, 1]."""
+    _check_size(image_size)
+    layers = _up_bn_relu(width, 3 if image_size == 28 else 4)
+    layers += [m for _ in range(3) for m in _conv_bn_relu(width)]
+    layers += _up_bn_relu(width) + _conv_bn_relu(width) + _up_bn_relu(width)
+    if image_size == 64:
+        layers += _conv_bn_relu(width) + _up_bn_relu(width)
+    layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
 @register_generator("dim_generator")
-class Generator(nn.Module):
+class Generator(ClassConditionalGenerator):
     def __init__(
         self,
         num_classes: int,
@@ -67,15 +84,10 @@ class Generator(nn.Module):
             )
         self.num_classes, self.channels, self.image_size = num_classes, channels, image_size
         self.width, self.noise_dim, self.conditioning = width, noise_dim, conditioning
+        self.latent_dim = noise_dim
         in_dim = noise_dim + (num_classes if conditioning == "concat" else 0)
-        self.fc = nn.Sequential(nn.Linear(in_dim, width * 16), nn.BatchNorm1d(width * 16), nn.ReLU(inplace=True))
-        layers = _up_bn_relu(width, 3 if image_size == 28 else 4)
-        layers += [m for _ in range(3) for m in _conv_bn_relu(width)]
-        layers += _up_bn_relu(width) + _conv_bn_relu(width) + _up_bn_relu(width)
-        if image_size == 64:
-            layers += _conv_bn_relu(width) + _up_bn_relu(width)
-        layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
-        self.body = nn.Sequential(*layers)
+        self.fc = input_projection(in_dim, width)
+        self.body = dim_generator_body(width, channels, image_size)
 
     def conditioned_input(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(labels, self.num_classes).to(noise.dtype)
@@ -87,16 +99,6 @@ class Generator(nn.Module):
         """Images in [-1, 1] of shape (N, channels, image_size, image_size)."""
         h = self.fc(self.conditioned_input(noise, labels))
         return self.body(h.view(-1, self.width, 4, 4))
-
-    def config(self) -> dict:
-        return {
-            "num_classes": self.num_classes,
-            "channels": self.channels,
-            "image_size": self.image_size,
-            "width": self.width,
-            "noise_dim": self.noise_dim,
-            "conditioning": self.conditioning,
-        }
 
 
 def _critic_strides(image_size: int) -> list[int]:

@@ -28,33 +28,40 @@ def _check_inpc(inpc: int) -> None:
         raise GencondError(f"images per class (INPC) must be positive, got {inpc}")
 
 
-def _noise(n: int, dim: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+def class_slots(num_classes: int, inpc: int) -> torch.Tensor:
+    """Each image's position within its class's set, for class-major labels."""
+    return torch.arange(inpc).repeat(num_classes)
+
+
+def seeded_latents(generator: ConditionalGenerator, slots: torch.Tensor | None, count: int, seed: int) -> torch.Tensor:
+    return generator.latents(slots, count, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
-def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, noise: torch.Tensor,
+def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, latents: torch.Tensor,
                         batch_size: int = 500, to_cpu: bool = True) -> torch.Tensor:
-    """Images (normalized space) for paired labels and noise, in batches; on the CPU
+    """Images (normalized space) for paired labels and latents, in batches; on the CPU
     unless ``to_cpu`` is false (then on the generator's device)."""
     if batch_size <= 0:
         raise GencondError(f"batch size must be positive, got {batch_size}")
-    parts = [generator.generate(y, z) for y, z in zip(labels.split(batch_size), noise.split(batch_size))]
+    parts = [generator.generate(y, z) for y, z in zip(labels.split(batch_size), latents.split(batch_size))]
     images = torch.cat(parts) if parts else torch.empty(0)
     return images.cpu() if to_cpu else images
 
 
 def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
                batch_size: int = 500) -> CondensedSet:
-    """Exactly ``inpc`` images of each class, grouped by class. The noise of the whole set
-    is drawn at once from ``seed``, so the same seed gives the same images whatever the
-    batch size or device."""
+    """Exactly ``inpc`` images of each class, grouped by class: the images at positions
+    0..inpc-1 of every class's set (a codebook generator's first codes; noise for DiM).
+    The latents of the whole set are drawn at once from ``seed``, so the same seed gives
+    the same images whatever the batch size or device."""
     _check_inpc(inpc)
-    labels = class_list(generator, classes).repeat_interleave(inpc)
-    noise = _noise(len(labels), generator.noise_dim, seed)
-    images = generate_in_batches(generator, labels, noise, batch_size)
+    chosen = class_list(generator, classes)
+    labels = chosen.repeat_interleave(inpc)
+    latents = seeded_latents(generator, class_slots(len(chosen), inpc), len(labels), seed)
+    images = generate_in_batches(generator, labels, latents, batch_size)
     config = {"inpc": inpc, "seed": seed, "generator": generator.metadata.get("generator", {})}
-    return CondensedSet(images, labels, generator.info, method=f"{generator.metadata.get('architecture', 'generator')} sample", config=config)
+    return CondensedSet(images, labels, generator.info, method=f"{generator.architecture} sample", config=config)
 
 
 class GeneratorDataset(Dataset):
@@ -62,7 +69,7 @@ class GeneratorDataset(Dataset):
 
     Item ``i`` is an image of class ``classes[i // inpc]``. With ``fresh=False`` the
     images are fixed by ``seed`` (a condensed set you never had to store); with
-    ``fresh=True`` every epoch draws new noise: call :meth:`set_epoch` as with a
+    ``fresh=True`` every epoch draws new latents: call :meth:`set_epoch` as with a
     ``DistributedSampler``, or let the dataset advance by itself once every item of the
     current epoch has been read (single-process loading).
     """
@@ -73,17 +80,21 @@ class GeneratorDataset(Dataset):
         if batch_size <= 0:
             raise GencondError(f"batch size must be positive, got {batch_size}")
         self.generator, self.inpc, self.seed, self.fresh = generator, inpc, seed, fresh
-        self.labels = class_list(generator, classes).repeat_interleave(inpc)
+        chosen = class_list(generator, classes)
+        self.labels = chosen.repeat_interleave(inpc)
+        self.slots = class_slots(len(chosen), inpc)
         self.batch_size = batch_size
         self.epoch, self._served = 0, 0
         self._blocks: dict[int, torch.Tensor] = {}
-        self._noise = self._epoch_noise()
+        self._latents = self._epoch_latents()
 
-    def _epoch_noise(self) -> torch.Tensor:
-        """Noise of every item for the current epoch (fixed: epoch 0 always), so an image
-        depends on its index and seed only, not on the block size."""
+    def _epoch_latents(self) -> torch.Tensor:
+        """Latents of every item for the current epoch (fixed: epoch 0 always, at the
+        items' slots; fresh: new draws), so an image depends on its index and seed only,
+        not on the block size."""
         epoch = self.epoch if self.fresh else 0
-        return _noise(len(self.labels), self.generator.noise_dim, self.seed + 1_000_003 * epoch)
+        slots = None if self.fresh else self.slots
+        return seeded_latents(self.generator, slots, len(self.labels), self.seed + 1_000_003 * epoch)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,12 +104,12 @@ class GeneratorDataset(Dataset):
         self.epoch, self._served = epoch, 0
         if changed:
             self._blocks.clear()
-            self._noise = self._epoch_noise()
+            self._latents = self._epoch_latents()
 
     def _block(self, b: int) -> torch.Tensor:
         if b not in self._blocks:
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(self))
-            self._blocks[b] = generate_in_batches(self.generator, self.labels[start:stop], self._noise[start:stop],
+            self._blocks[b] = generate_in_batches(self.generator, self.labels[start:stop], self._latents[start:stop],
                                                   self.batch_size)
         return self._blocks[b]
 
@@ -127,5 +138,5 @@ class FreshSamples:
     def epoch(self, batch_size: int, generator: torch.Generator):
         order = self.labels[torch.randperm(len(self.labels), generator=generator)]
         for labels in order.split(batch_size):
-            noise = torch.randn(len(labels), self.generator.noise_dim, generator=generator)
-            yield generate_in_batches(self.generator, labels, noise, self.generate_batch, to_cpu=False), labels
+            latents = self.generator.latents(None, len(labels), generator)
+            yield generate_in_batches(self.generator, labels, latents, self.generate_batch, to_cpu=False), labels

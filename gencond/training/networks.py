@@ -1,4 +1,6 @@
-"""Training a network from scratch on a (condensed) training set, and testing it.
+"""Training networks: from scratch on a (condensed) training set and testing it (the
+evaluation protocol), or a few real batches at a time between updates of something else
+(DiM's pool network, IDC's matching network, the codebook generator's feature network).
 
 The defaults are the DC/DSA/DM evaluation setting: SGD with learning rate 0.01,
 momentum 0.9, weight decay 5e-4, batch 256, learning rate x0.1 after half the epochs,
@@ -136,28 +138,54 @@ def classification_loss(net: nn.Module, x: torch.Tensor, targets: torch.Tensor, 
     return F.cross_entropy(net(x), targets)
 
 
-class RealBatchTrainer:
-    """A network that keeps training on random real batches a few steps at a time, between
-    updates of something else: DiM's pool network between generator steps, IDC's matching
-    network between image updates. Per-image augmentation, optional CutMix."""
+@dataclass
+class RealBatchConfig:
+    """A network trained on random real batches, ``batches`` at a time between updates of
+    something else: SGD, per-image augmentation, optional CutMix."""
 
-    def __init__(self, net: nn.Module, images: ImageSet, batch: int, optimizer: torch.optim.Optimizer,
-                 augment: DSA | None, generator: torch.Generator, device: torch.device,
-                 cutmix_prob: float = 0.0, cutmix_beta: float = 1.0, autocast=contextlib.nullcontext):
-        self.net, self.images, self.batch, self.optimizer = net, images, batch, optimizer
-        self.augment, self.generator, self.device = augment, generator, device
-        self.cutmix_prob, self.cutmix_beta, self.autocast = cutmix_prob, cutmix_beta, autocast
+    batches: int = field(default=16, metadata={"help": "real batches per update (DiM code: 16)"})
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dsa_strategy: str = field(default="color_crop", metadata={"help": "per-image augmentation ('none' = off)"})
+    cutmix_prob: float = field(default=0.0, metadata={"help": "probability of CutMix per batch"})
+    cutmix_beta: float = 1.0
+
+    def check(self, dsa_mode: str) -> None:
+        if self.batches < 0 or self.batch_size <= 0:
+            raise GencondError(f"real-batch training needs batches >= 0 and batch_size > 0, got {self.batches}, {self.batch_size}")
+        if not 0.0 <= self.cutmix_prob <= 1.0:
+            raise GencondError("cutmix probability must lie in [0, 1]")
+        DSA(self.dsa_strategy, dsa_mode)
+
+
+class RealBatchTrainer:
+    """A network that keeps training on random real batches a few steps at a time (see
+    :class:`RealBatchConfig`)."""
+
+    def __init__(self, net: nn.Module, images: ImageSet, cfg: RealBatchConfig, dsa_mode: str,
+                 generator: torch.Generator, device: torch.device, autocast=contextlib.nullcontext):
+        self.net, self.images, self.cfg = net, images, cfg
+        self.optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.augment = DSA(cfg.dsa_strategy, dsa_mode, generator=generator)
+        self.generator, self.device, self.autocast = generator, device, autocast
+
+    def update(self) -> None:
+        """One update: ``cfg.batches`` real batches."""
+        self.steps(self.cfg.batches)
 
     def steps(self, n: int) -> None:
+        cfg = self.cfg
         self.net.train().requires_grad_(True)
         for _ in range(n):
-            idx = torch.randint(len(self.images), (self.batch,), generator=self.generator)
+            idx = torch.randint(len(self.images), (cfg.batch_size,), generator=self.generator)
             x, y = self.images.batch(idx)
             x, y = x.to(self.device), y.to(self.device)
-            if self.augment is not None:
-                x = self.augment(x)
+            x = self.augment(x)
             with self.autocast():
-                loss = classification_loss(self.net, x, y, self.cutmix_prob, self.cutmix_beta, self.generator)
+                loss = classification_loss(self.net, x, y, cfg.cutmix_prob, cfg.cutmix_beta, self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -1,0 +1,23 @@
+"""The data fields every job shares: which dataset, where it lives, its size and the seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gencond.data.base import DatasetSplits
+from gencond.data.registry import DEFAULT_DATASET, load_dataset
+
+
+@dataclass
+class DataConfig:
+    """Base of the condense, generator-training and evaluation configs (their YAML keys
+    and flags stay flat: ``dataset``, ``data_root``, ...)."""
+
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name or npz:PATH"})
+    data_root: str = field(default="data", metadata={"help": "where named datasets live"})
+    download: bool = field(default=False, metadata={"help": "allow torchvision to download the dataset"})
+    image_size: int = field(default=0, metadata={"help": "ImageFolder datasets only (0 = the dataset's default)"})
+    seed: int = 0
+
+    def load_splits(self) -> DatasetSplits:
+        return load_dataset(self.dataset, self.data_root, self.download, self.image_size or None)

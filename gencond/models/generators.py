@@ -1,0 +1,82 @@
+"""Class-conditional generators: a small base class and the registry of architectures.
+
+A leaf module: the artifact layer looks architectures up here to rebuild a saved
+generator, and every generator module registers itself here.
+
+Every generator maps (latent, label) to an image in [-1, 1]. What a latent is belongs to
+the architecture, so sampling asks the network for it: :meth:`latents` returns the
+latents of images at given positions within their class's set (``slots``), or fresh
+ones (``slots=None``). DiM's generator draws Gaussian noise whatever the slot; a
+codebook generator returns its learned codes for the first slots.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from torch import nn
+
+from gencond.errors import GencondError
+
+GENERATOR_ARCHITECTURES: dict[str, type[ClassConditionalGenerator]] = {}
+
+
+def register_generator(name: str):
+    """Register a :class:`ClassConditionalGenerator` subclass under ``name``."""
+
+    def decorator(cls):
+        GENERATOR_ARCHITECTURES[name] = cls
+        cls.architecture = name
+        return cls
+
+    return decorator
+
+
+def get_generator_class(name: str) -> type[ClassConditionalGenerator]:
+    if name not in GENERATOR_ARCHITECTURES:
+        raise GencondError(f"unknown generator architecture {name!r}; known: {', '.join(sorted(GENERATOR_ARCHITECTURES))}")
+    return GENERATOR_ARCHITECTURES[name]
+
+
+class ClassConditionalGenerator(nn.Module):
+    """Base of gencond's generators.
+
+    The constructor's arguments are captured as :meth:`config` (as diffusers'
+    ``register_to_config`` does), so a saved generator is rebuilt from exactly what built
+    it. Tensors that a constructor needs (a codebook generator's class features) are
+    weights, not config: pass shapes to the constructor and load values as state.
+    """
+
+    architecture: str = ""
+    num_classes: int
+    latent_dim: int
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            bound = inspect.signature(init).bind(self, *args, **kw)
+            bound.apply_defaults()
+            arguments = dict(list(bound.arguments.items())[1:])
+            init(self, *args, **kw)
+            if type(self) is cls:
+                self._config = arguments
+
+        cls.__init__ = recording_init
+
+    def config(self) -> dict:
+        return dict(self._config)
+
+    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` latents (on the CPU) for images at positions ``slots`` within their
+        class's set, or fresh ones when ``slots`` is None. Default: N(0, I) noise."""
+        return torch.randn(count, self.latent_dim, generator=generator)
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

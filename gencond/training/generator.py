@@ -1,0 +1,274 @@
+"""The generator trainer every generator method runs on (DiM, the codebook generator).
+
+The loop of the diffusers/accelerate training examples, written once: setup under
+Accelerate (data parallel through ``accelerate launch`` or ``torchrun``), an optional EMA
+of the generator's weights, the epoch loop with a progress bar, Accelerate's
+``save_state`` swapped in atomically after every epoch, exact resume, sample grids,
+``log.jsonl``, and at the end the generator folder and ``summary.json``; only the main
+process writes. A method subclasses :class:`GeneratorTrainer` and fills in small hooks:
+
+- :meth:`~GeneratorTrainer.build`: its modules and optimisers (``"gen"`` is the generator
+  that is exported; everything returned is passed through ``accelerator.prepare``);
+- :meth:`~GeneratorTrainer.start_epoch`: the epoch's context (random stream, helpers)
+  and the items its steps consume;
+- :meth:`~GeneratorTrainer.train_step`: one step, returning its losses;
+- optionally :meth:`~GeneratorTrainer.header`, :meth:`~GeneratorTrainer.after_epoch`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gencond.artifacts import save_pretrained, write_json
+from gencond.data import DataConfig
+from gencond.errors import GencondError
+from gencond.runtime import keep_freed_memory
+
+STATE_DIR, GENERATOR_DIR = "state", "generator"
+PRECISIONS = ("no", "bf16")
+
+
+@dataclass
+class GeneratorConfig(DataConfig):
+    """What every generator-training run has; a method's config extends it."""
+
+    output_dir: str = field(default="runs/generator", metadata={"help": "checkpoints, sample grids, log, generator"})
+    steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch (0 = the method's full epoch)"})
+    ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
+    mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
+    sample_every: int = field(default=1, metadata={"help": "save a class-by-row sample grid every N epochs (0 = never)"})
+
+    @property
+    def epochs(self) -> int:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        if self.mixed_precision not in PRECISIONS:
+            raise GencondError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
+        if self.steps_per_epoch < 0 or not 0.0 <= self.ema_decay < 1.0:
+            raise GencondError("steps_per_epoch must be >= 0 and ema_decay in [0, 1)")
+
+
+def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, epoch: int, cap: int) -> list[torch.Tensor]:
+    """This process's real batches of an epoch: one permutation shared by every process
+    (seeded by seed and epoch, so a resumed run sees the same order), split by rank."""
+    perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    steps = num_items // (batch * world)
+    if cap:
+        steps = min(steps, cap)
+    if steps == 0:
+        raise GencondError(f"{num_items} training images are fewer than one batch of {batch} x {world} process(es)")
+    mine = perm[rank::world]
+    return [mine[i * batch:(i + 1) * batch] for i in range(steps)]
+
+
+class Progress:
+    """The epoch counter, saved and restored with Accelerate's training state."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+
+@torch.no_grad()
+def save_sample_grid(gen: nn.Module, path: Path, columns: int = 10, seed: int = 0) -> None:
+    """One row per class (at most 20 classes shown), columns = the first ``columns`` slots
+    of each class (a codebook's codes; fixed noise for DiM), eval-mode generator."""
+    from torchvision.utils import save_image
+
+    classes = torch.arange(min(gen.num_classes, 20))
+    labels = classes.repeat_interleave(columns)
+    slots = torch.arange(columns).repeat(len(classes))
+    latents = gen.latents(slots, len(labels), torch.Generator().manual_seed(seed))
+    device = next(gen.parameters()).device
+    was_training = gen.training
+    gen.eval()
+    images = (gen(latents.to(device), labels.to(device)).float() + 1) / 2
+    gen.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.clamp(0, 1).cpu(), str(path), nrow=columns)
+
+
+def checksum(module: nn.Module) -> float:
+    return float(sum(p.detach().double().sum() for p in module.parameters()))
+
+
+class GeneratorTrainer:
+    """The shared loop; see the module docstring for the hooks a method fills in."""
+
+    method = "generator"
+
+    def __init__(self, cfg: GeneratorConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        cfg.check()
+        keep_freed_memory()
+        self.cfg = cfg
+        # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        set_seed(cfg.seed)
+        self.out = Path(cfg.output_dir)
+        splits = cfg.load_splits()
+        self.train, self.info = splits.train, splits.info
+        self.device = self.accelerator.device
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        parts = self.build()
+        prepared = self.accelerator.prepare(*parts.values())
+        for name, obj in zip(parts, prepared if len(parts) > 1 else (prepared,)):
+            setattr(self, name, obj)
+        self.raw_gen = self.accelerator.unwrap_model(self.gen)
+        self.progress = Progress()
+        self.accelerator.register_for_checkpointing(self.progress)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.raw_gen.parameters(), decay=cfg.ema_decay)
+            self.accelerator.register_for_checkpointing(self.ema)
+
+    # --- hooks ---
+
+    def build(self) -> dict[str, Any]:
+        """Modules and optimisers by attribute name, in preparation order; ``gen`` is required."""
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int) -> tuple[Any, list]:
+        """(context, items): what the epoch's steps share, and one item per step."""
+        raise NotImplementedError
+
+    def train_step(self, ctx: Any, item: Any) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def describe(self, ctx: Any) -> dict:
+        """Fields of the epoch's log record besides timing and losses."""
+        return {}
+
+    def header(self) -> str:
+        return f"{self.method} on {self.info.name}: {len(self.train)} images, {self.info.num_classes} classes"
+
+    def after_epoch(self, epoch: int) -> None:
+        """Main process only, after the state and the sample grid are written."""
+
+    # --- the loop ---
+
+    def ema_step(self) -> None:
+        if self.ema is not None:
+            self.ema.step(self.raw_gen.parameters())
+
+    def resume(self) -> None:
+        state = next((self.out / name for name in (STATE_DIR, f"{STATE_DIR}.old") if (self.out / name).is_dir()), None)
+        if state is None:
+            raise GencondError(f"--resume: no saved training state under {self.out}")
+        self.accelerator.load_state(str(state))
+        self.accelerator.print(f"resumed from {state} at epoch {self.progress.epoch}")
+
+    def save_state(self) -> None:
+        """Accelerate writes into a fresh folder; the main process then swaps it in, so a
+        kill at any moment leaves ``state`` or ``state.old`` whole."""
+        acc, out = self.accelerator, self.out
+        tmp, final, old = out / f"{STATE_DIR}.tmp", out / STATE_DIR, out / f"{STATE_DIR}.old"
+        if acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def run_epoch(self, epoch: int) -> dict:
+        from tqdm.auto import tqdm
+
+        ctx, items = self.start_epoch(epoch)
+        totals: dict[str, float] = {}
+        start = first_step_done = time.perf_counter()
+        extra = self.describe(ctx)
+        desc = f"epoch {epoch + 1}/{self.cfg.epochs}" + (f" (phase {extra['phase']})" if "phase" in extra else "")
+        bar = tqdm(items, desc=desc, disable=not self.accelerator.is_local_main_process, leave=False)
+        for item in bar:
+            losses = self.train_step(ctx, item)
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()})
+            if first_step_done == start:
+                first_step_done = time.perf_counter()
+        end = time.perf_counter()
+        return {"epoch": epoch + 1, **extra, "steps": len(items), "seconds": round(end - start, 2),
+                "seconds_per_step": round((end - start) / len(items), 4),
+                "seconds_after_first_step": round(end - first_step_done, 3), "rank": self.rank,
+                **{k: round(v / len(items), 5) for k, v in totals.items()}}
+
+    def end_of_epoch(self, record: dict) -> None:
+        """Checkpoint (every process takes part), then the main process writes the rest."""
+        cfg, epoch = self.cfg, record["epoch"]
+        self.progress.epoch = epoch
+        self.save_state()
+        if self.accelerator.is_main_process:
+            with open(self.out / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            if cfg.sample_every and epoch % cfg.sample_every == 0:
+                save_sample_grid(self.raw_gen, self.out / "samples" / f"epoch_{epoch:04d}.png")
+            self.after_epoch(epoch)
+        self.accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in record.items()
+                                                               if k not in ("epoch", "rank")))
+
+    def export(self, directory: Path, **training) -> Path:
+        """The generator folder, with this run's config as its training record."""
+        return save_pretrained(self.raw_gen, directory, self.info,
+                               training={"method": self.method, **training, **asdict(self.cfg)})
+
+    def finish(self) -> Path:
+        """Save the generator (EMA weights if enabled) and a summary with every rank's
+        generator checksum (data parallelism must keep them identical)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        local = torch.tensor([checksum(self.raw_gen)], dtype=torch.float64, device=self.device)
+        checksums = acc.gather(local).cpu().tolist()
+        if self.ema is not None:
+            self.ema.store(self.raw_gen.parameters())
+            self.ema.copy_to(self.raw_gen.parameters())
+        if acc.is_main_process:
+            self.export(self.out / GENERATOR_DIR)
+            write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
+                                                   "processes": self.world,
+                                                   "generator_checksum_per_rank": checksums,
+                                                   "written_by_rank": self.rank})
+        if self.ema is not None:
+            self.ema.restore(self.raw_gen.parameters())
+        acc.wait_for_everyone()
+        acc.end_training()
+        return self.out / GENERATOR_DIR
+
+    def fit(self) -> Path:
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / "config.json", asdict(self.cfg))
+        self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}")
+        for epoch in range(self.progress.epoch, self.cfg.epochs):
+            self.end_of_epoch(self.run_epoch(epoch))
+        return self.finish()
+
+
+def run_trainer(trainer_class: type[GeneratorTrainer], cfg: GeneratorConfig, resume: bool = False) -> Path:
+    """Train; returns the folder of the saved generator."""
+    trainer = trainer_class(cfg)
+    if resume:
+        trainer.resume()
+    return trainer.fit()
