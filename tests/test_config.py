@@ -62,3 +62,38 @@ def test_shipped_dim_configs_parse_and_check():
     paper = config_from_dict(DiMConfig, load_yaml(paths[0].parent / "cifar10.yaml"))
     assert (paper.width, paper.noise_dim, paper.batch_size, paper.gan_epochs, paper.gp_weight) == (196, 100, 64, 120, 10.0)
     assert paper.pool == ["convnet3", "resnet10_cifar", "resnet18_cifar"] and paper.match == "logits"
+
+
+def test_every_shipped_yaml_parses_into_its_config_and_passes_its_checks():
+    from pathlib import Path
+
+    from gencond.config import load_yaml
+    from gencond.evaluate import EvalConfig
+    from gencond.methods import get_method
+    from gencond.methods.coresets import SelectionConfig
+
+    special = {"eval": EvalConfig, "coresets": SelectionConfig}
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml"))
+    assert len(paths) > 30
+    for path in paths:
+        folder = path.parent.name
+        cls = special.get(folder) or get_method(folder).config
+        cfg = config_from_dict(cls, load_yaml(path), str(path))
+        if hasattr(cfg, "check") and folder != "eval":
+            cfg.check()
+
+
+def test_codebook_configs_keep_the_paper_settings():
+    from pathlib import Path
+
+    from gencond.config import load_yaml
+    from gencond.methods.codebook import CodebookConfig
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "codebook"
+    assert {"mnist", "fashion_mnist", "svhn", "cifar10", "cifar100", "imagenet", "mnist_subset", "cifar10_subset",
+            "digits"} <= {p.stem for p in folder.glob("*.yaml")}
+    paper = config_from_dict(CodebookConfig, load_yaml(folder / "cifar10.yaml"))
+    assert (paper.lr_codebook, paper.lr_generator, paper.phi_training.lr) == (0.01, 0.001, 0.01)
+    assert paper.class_embedding == "class_feature" and paper.phi_pool == ["convnet3"] and not paper.soft_labels
+    imagenet = config_from_dict(CodebookConfig, load_yaml(folder / "imagenet.yaml"))
+    assert imagenet.soft_labels and imagenet.phi_pool == ["convnet4"] and imagenet.image_size == 64

@@ -9,6 +9,7 @@ import argparse
 
 from gencond.cli import command, guarded
 from gencond.config import build_config, config_parser
+from gencond.errors import GencondError
 from gencond.methods import get_method, list_methods
 
 
@@ -36,13 +37,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                  "(see gencond train METHOD --help)")
 
 
-@command("train", help="train a generator (DiM) from a YAML config and flags", add_arguments=add_arguments)
+@command("train", help="train a generator (dim, codebook) from a YAML config and flags", add_arguments=add_arguments)
 def run(args: argparse.Namespace) -> None:
     run_training(args.method, args.options, prog=f"gencond train {args.method}")
 
 
-def script_main(name: str, prog: str) -> None:
-    """Entry point of ``scripts/train_<name>.py``: same code, same one-line errors."""
+def script_main(name: str | None, prog: str) -> None:
+    """Entry point of ``scripts/train.py METHOD`` (``name`` None: the method is the first
+    argument) and ``scripts/train_dim.py``: same code, same one-line errors."""
     import sys
 
-    sys.exit(guarded(lambda: run_training(name, sys.argv[1:], prog), prog))
+    def run() -> None:
+        argv = sys.argv[1:]
+        method = name or (argv.pop(0) if argv and not argv[0].startswith("-") else "")
+        if method not in list_methods("generator"):
+            raise GencondError(f"usage: {prog} METHOD [--config FILE] [flags]; METHOD is one of "
+                               f"{', '.join(list_methods('generator'))}, got {method or 'nothing'!r}")
+        run_training(method, argv, f"{prog} {method}" if name is None else prog)
+
+    sys.exit(guarded(run, prog))

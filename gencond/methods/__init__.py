@@ -10,6 +10,6 @@ Three kinds, each with its own call:
 """
 
 from gencond.methods._registry import Method, get_method, list_methods, register_method
-from gencond.methods import coresets, dim, dm, dsa, idc  # noqa: F401,E402  (registration)
+from gencond.methods import codebook, coresets, dim, dm, dsa, idc  # noqa: F401,E402  (registration)
 
 __all__ = ["Method", "get_method", "list_methods", "register_method"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gencond.errors import GencondError
-from gencond.models import alexnet, convnet, densenet, gan, mlp, resnet, vgg  # noqa: F401  (registration)
+from gencond.models import alexnet, codebook, convnet, densenet, gan, mlp, resnet, vgg  # noqa: F401  (registration)
 
 GENCOND_NETWORKS = tuple(
     sorted(

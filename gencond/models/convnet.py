@@ -45,12 +45,22 @@ class ConvNet(ClassifierMixin, nn.Module):
                 side //= 2
             channels = width
         self.features = nn.Sequential(*layers)
+        self.depth = depth
         self.num_classes = num_classes
         self.num_features = width * side * side
         self.head = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output map of every block (conv, norm, activation, pooling): the layers
+        whose features the codebook generator's feature matching compares."""
+        outputs, per_block = [], len(self.features) // self.depth
+        for start in range(0, len(self.features), per_block):
+            x = self.features[start:start + per_block](x)
+            outputs.append(x)
+        return outputs
 
 
 @register_model

@@ -38,17 +38,14 @@ PRECISIONS = ("no", "bf16")
 
 @dataclass
 class GeneratorConfig(DataConfig):
-    """What every generator-training run has; a method's config extends it."""
+    """What every generator-training run has; a method's config extends it and says how
+    many epochs the run has (a field or a property named ``epochs``)."""
 
     output_dir: str = field(default="runs/generator", metadata={"help": "checkpoints, sample grids, log, generator"})
     steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch (0 = the method's full epoch)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
     sample_every: int = field(default=1, metadata={"help": "save a class-by-row sample grid every N epochs (0 = never)"})
-
-    @property
-    def epochs(self) -> int:
-        raise NotImplementedError
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:

@@ -176,6 +176,10 @@ class RealBatchTrainer:
         """One update: ``cfg.batches`` real batches."""
         self.steps(self.cfg.batches)
 
+    def set_lr_factor(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * factor
+
     def steps(self, n: int) -> None:
         cfg = self.cfg
         self.net.train().requires_grad_(True)

@@ -1,0 +1,410 @@
+"""Codebook-generator condensation: Zhang et al. (2023), "Dataset Condensation via
+Generative Model" (no official code is public; the paper is the specification).
+
+Algorithm 1 as hooks of the shared generator trainer. Every step:
+
+1. the feature network phi (ConvNet-3; ConvNet-4 at 64x64), freshly initialised from
+   ``phi_pool`` every ``phi_reinit_every`` updates, trains on real data (cross-entropy,
+   ``phi_training``) once per ``generator_steps_per_phi_update`` generator steps;
+2. for every class of the step, all K codes of the codebook Z go through the generator
+   G with the class embedding; every class's association is ``association_size`` real
+   images of it;
+3. (Z, G) take one step on L_con = L_GAN + L_f + L_intra + L_inter, through phi:
+   L_GAN = L_adv + L_c (a sigmoid MLP discriminator on phi's features conditioned on the
+   class embedding, and a classifier head; Eq. 1), L_f the feature matching of every
+   generated image to its association's mean features at every block of phi (Eq. 2),
+   L_intra the InfoNCE of each generated sample against its class centre and the other
+   samples of its class (Eq. 3), L_inter a hinge on the distances between the class
+   means (Eq. 4). Every term has a weight; 0 switches it off (Table 8's rows);
+4. the discriminator takes one step on real (the association) and generated features.
+
+Paper settings: SGD with lr 0.01 for Z, 0.001 for G and 0.01 for phi, decayed linearly
+over the epochs; class-feature conditioning (Table 6; ``one_hot`` and
+``online_feature`` selectable); soft labels in L_c only on ImageNet-1K. Choices where the
+paper is silent are the config's defaults, each with its reason in the field's help.
+
+Beyond the paper, ``nested``: every step also applies the losses to the first n codes
+(n drawn from 1..K-1), so that the first n codes of one codebook form a good n-per-class
+set for every n <= K; beyond K the generator draws codes around the learned ones (see
+:mod:`gencond.models.codebook`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gencond.artifacts import load_generator
+from gencond.artifacts.condensed import check_compatible
+from gencond.augment import DEFAULT_STRATEGY, DSA
+from gencond.data import ClassSampler, ImageSet
+from gencond.errors import GencondError
+from gencond.losses.adversarial import feature_discriminator_loss, feature_generator_loss
+from gencond.losses.codebook import feature_matching_loss, inter_class_loss, intra_class_loss
+from gencond.methods._registry import register_method
+from gencond.models import ModelPool, check_architecture, create_network
+from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
+from gencond.training.generator import GeneratorConfig, GeneratorTrainer, run_trainer
+from gencond.training.networks import IndexedData, RealBatchConfig, RealBatchTrainer, TrainConfig, train_network
+
+CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
+
+
+@dataclass
+class CodebookConfig(GeneratorConfig):
+    """Every default of a codebook-generator run (paper settings unless the help says
+    why another value was chosen where the paper is silent)."""
+
+    output_dir: str = field(default="runs/codebook", metadata={"help": "checkpoints, sample grids, log, generator"})
+    epochs: int = field(default=100, metadata={"help": "epochs (paper: silent; linear lr decay to 0 over them)"})
+    # the condensed format
+    codebook_size: int = field(default=10, metadata={"help": "K: codes, i.e. images per class, of the codebook"})
+    code_dim: int = field(default=64, metadata={"help": "C (paper: silent; 64 = half the class embedding + code input of 128)"})
+    embed_dim: int = field(default=64, metadata={"help": "projected class embedding size (silent; balanced with C, as the paper asks)"})
+    width: int = field(default=128, metadata={"help": "decoder channels (silent; the ConvNet width)"})
+    backbone: str = field(default="blocks", metadata={"help": "blocks (paper decoder) or dim (DiM's generator body)"})
+    extra_code_spread: float = field(default=0.5, metadata={
+        "help": "codes beyond K: a learned code + N(0, (spread x codebook std)^2) noise (beyond the paper)"})
+    class_embedding: str = field(default="class_feature", metadata={"help": "class_feature (paper), online_feature, one_hot"})
+    feature_net: str = field(default="convnet3", metadata={"help": "network trained on the real data whose pooled features give the class features"})
+    feature_net_epochs: int = field(default=5, metadata={"help": "its training epochs (silent; 'well-trained')"})
+    class_feature_images: int = field(default=500, metadata={"help": "real images per class averaged into its feature (0 = all)"})
+    init_generator: str = field(default="", metadata={
+        "help": "generator folder to start from (the paper pretrains G): a DiM/cGAN generator_phase1 fits backbone: dim"})
+    # optimisation
+    lr_codebook: float = field(default=0.01, metadata={"help": "SGD lr of Z (paper 0.01)"})
+    lr_generator: float = field(default=0.001, metadata={"help": "SGD lr of G (paper 0.001)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum of Z and G (silent; 0.9 as the evaluation)"})
+    lr_discriminator: float = field(default=2e-4, metadata={"help": "Adam lr of D (silent; DCGAN's 2e-4, betas 0.5/0.999)"})
+    classes_per_step: int = field(default=0, metadata={"help": "classes a step generates (0 = all; ImageNet: a subset)"})
+    association_size: int = field(default=64, metadata={"help": "real images per class in a step's association (silent)"})
+    dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={
+        "help": "per-class siamese DSA of real and generated images before phi (CAFE/DM practice; 'none' = off)"})
+    dsa_mode: str = "dsa"
+    # the feature network phi
+    phi_pool: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "ConvNets phi is drawn from (paper: ConvNet-3; ConvNet-4 at 64x64)"})
+    phi_training: RealBatchConfig = field(default_factory=lambda: RealBatchConfig(batches=1, batch_size=128, dsa_strategy="none"),
+                                          metadata={"help": "phi's cross-entropy training on real batches per update (paper lr 0.01)"})
+    generator_steps_per_phi_update: int = field(default=1, metadata={"help": "M of Algorithm 1 (silent)"})
+    phi_reinit_every: int = field(default=100, metadata={
+        "help": "N of Algorithm 1: phi updates between re-initialisations (silent; phi goes from random to trained, as DiM's pool within an epoch)"})
+    # losses (Table 8); 0 switches a term off
+    gan_weight: float = field(default=1.0, metadata={"help": "L_GAN = L_adv + L_c on phi's features"})
+    feature_weight: float = field(default=1.0, metadata={"help": "L_f"})
+    intra_weight: float = field(default=1.0, metadata={"help": "L_intra"})
+    inter_weight: float = field(default=1.0, metadata={"help": "L_inter"})
+    temperature: float = field(default=0.1, metadata={"help": "tau of L_intra (silent; the usual InfoNCE value on unit features)"})
+    margin: float = field(default=1.0, metadata={
+        "help": "tau_m of L_inter on unit features (silent; orthogonal class means of spread samples lie ~1.1-1.4 apart)"})
+    soft_labels: bool = field(default=False, metadata={"help": "L_c on the feature net's class-mean softmax (paper: ImageNet-1K only)"})
+    nested: bool = field(default=False, metadata={"help": "also apply the losses to a random prefix of the codes (beyond the paper)"})
+
+    def check(self) -> None:
+        super().check()
+        for name in ("epochs", "codebook_size", "code_dim", "embed_dim", "width", "association_size",
+                     "generator_steps_per_phi_update", "phi_reinit_every"):
+            if getattr(self, name) <= 0:
+                raise GencondError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.classes_per_step < 0 or self.class_feature_images < 0 or self.feature_net_epochs < 0:
+            raise GencondError("classes_per_step, class_feature_images and feature_net_epochs must be >= 0")
+        if self.backbone not in BACKBONES:
+            raise GencondError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.class_embedding not in CLASS_EMBEDDINGS:
+            raise GencondError(f"unknown class_embedding {self.class_embedding!r}; choose one of {', '.join(CLASS_EMBEDDINGS)}")
+        if min(self.gan_weight, self.feature_weight, self.intra_weight, self.inter_weight) < 0:
+            raise GencondError("loss weights must be >= 0")
+        if self.temperature <= 0:
+            raise GencondError(f"temperature must be positive, got {self.temperature}")
+        if not self.phi_pool:
+            raise GencondError("phi_pool needs at least one network")
+        for name in [self.feature_net, *self.phi_pool]:
+            check_architecture(name)
+            if not name.startswith("convnet"):
+                raise GencondError(f"{name}: phi and the feature net must be ConvNets (convnet3, convnet4, ..._bn): "
+                                   "feature matching reads every block's output")
+        DSA(self.dsa_strategy, self.dsa_mode)
+        self.phi_training.check(self.dsa_mode)
+        if self.init_generator and not Path(self.init_generator).is_dir():
+            raise GencondError(f"init_generator: no generator folder at {self.init_generator}")
+
+
+def standardised(features: torch.Tensor) -> torch.Tensor:
+    """Class features z-scored per dimension across classes: the projection then starts
+    from what tells the classes apart, not from the mean all classes share (raw pooled
+    ReLU features of different classes differ by a few percent)."""
+    if len(features) < 2:
+        return torch.zeros_like(features)
+    return (features - features.mean(0)) / (features.std(0) + 1e-6)
+
+
+def pooled_features(net, x: torch.Tensor) -> torch.Tensor:
+    """The lowest-resolution feature map, spatially averaged (the paper's class feature)."""
+    return net.block_outputs(x)[-1].mean((2, 3))
+
+
+@torch.no_grad()
+def class_statistics(net, images: ImageSet, per_class: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class: the mean pooled feature and the mean softmax of ``net`` over (at most
+    ``per_class``) real images of the class."""
+    net.eval()
+    sampler = ClassSampler(images, seed)
+    features, probabilities = [], []
+    for c in range(images.info.num_classes):
+        count = per_class or int(sampler.counts[c])
+        x = sampler.sample_class(c, count)
+        chunks = [(pooled_features(net, part.to(device)), F.softmax(net(part.to(device)), 1)) for part in x.split(500)]
+        features.append(torch.cat([f for f, _ in chunks]).mean(0).cpu())
+        probabilities.append(torch.cat([p for _, p in chunks]).mean(0).cpu())
+    return torch.stack(features), torch.stack(probabilities)
+
+
+def initialise_from(gen: CodebookGenerator, folder: str, info) -> list[str]:
+    """Copy a saved generator's input layer and body into ``gen`` when they fit; returns
+    what was loaded. The body must fit exactly; an input layer of another size (another
+    code or noise size) is kept fresh. Anything else is one clear error."""
+    source = load_generator(folder)
+    check_compatible(source.info, info, folder)
+    state, target = source.net.state_dict(), gen.state_dict()
+    parts = {"body": [k for k in target if k.startswith("body.")], "fc": [k for k in target if k.startswith("fc.")]}
+    for key in parts["body"]:
+        if key not in state or state[key].shape != target[key].shape:
+            found = tuple(state[key].shape) if key in state else "nothing"
+            raise GencondError(
+                f"init_generator {folder} ({source.architecture}) does not fit: {key} is {found} there, this generator "
+                f"needs {tuple(target[key].shape)} (backbone {gen.config()['backbone']}, width {gen.width}); "
+                "a DiM generator fits backbone: dim with its width")
+    loaded = ["body"]
+    if all(k in state and state[k].shape == target[k].shape for k in parts["fc"]):
+        loaded.append("fc")
+    gen.load_state_dict({k: state[k] for part in loaded for k in parts[part]}, strict=False)
+    return loaded
+
+
+class PhiNetwork:
+    """phi: trained on real batches between generator steps, re-initialised every
+    ``phi_reinit_every`` updates; saved and restored with the training state. Its random
+    stream is the same on every process, so phi stays identical across processes."""
+
+    def __init__(self, cfg: CodebookConfig, train: ImageSet, device):
+        self.cfg, self.train, self.device = cfg, train, device
+        self.draws = self.updates = self.steps = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.lr_factor = 1.0
+        self.reinit()
+
+    def reinit(self) -> None:
+        info = self.train.info
+        pool = ModelPool(self.cfg.phi_pool, info.num_classes, info.channels, info.image_size,
+                         seed=self.cfg.seed * 7919 + self.draws)
+        self.name, self.net = pool.draw()
+        self.net.to(self.device)
+        self.trainer = RealBatchTrainer(self.net, self.train, self.cfg.phi_training, self.cfg.dsa_mode,
+                                        self.generator, self.device)
+        self.trainer.set_lr_factor(self.lr_factor)
+        self.draws, self.updates = self.draws + 1, 0
+
+    def start_epoch(self, seed: int, lr_factor: float) -> None:
+        """Reseed phi's random stream and scale its learning rate for the epoch."""
+        self.generator.manual_seed(seed)
+        self.lr_factor = lr_factor
+        self.trainer.set_lr_factor(lr_factor)
+
+    def after_generator_step(self) -> None:
+        """Algorithm 1: after every M generator steps, one update of phi."""
+        self.steps += 1
+        if self.steps % self.cfg.generator_steps_per_phi_update == 0:
+            self.trainer.update()
+            self.updates += 1
+            if self.updates >= self.cfg.phi_reinit_every:
+                self.reinit()
+
+    def state_dict(self) -> dict:
+        return {"draws": self.draws, "updates": self.updates, "steps": self.steps, "net": self.net.state_dict(),
+                "optimizer": self.trainer.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.draws = int(state["draws"]) - 1
+        self.reinit()
+        self.net.load_state_dict(state["net"])
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.updates, self.steps = int(state["updates"]), int(state["steps"])
+
+
+@dataclass
+class StepContext:
+    rng: torch.Generator
+    sampler: ClassSampler
+    augment: DSA
+
+
+class CodebookTrainer(GeneratorTrainer):
+    """Algorithm 1 of Zhang et al. (2023) as hooks of the shared generator trainer."""
+
+    method = "codebook"
+
+    def build(self) -> dict:
+        cfg, info = self.cfg, self.info
+        feature_dim, features, self.soft_targets = self.class_features()
+        gen = CodebookGenerator(info.num_classes, info.channels, info.image_size, cfg.codebook_size, cfg.code_dim,
+                                feature_dim, cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread)
+        gen.class_features.copy_(features)
+        if cfg.init_generator:
+            loaded = initialise_from(gen, cfg.init_generator, info)
+            self.accelerator.print(f"initialised the generator's {' and '.join(loaded)} from {cfg.init_generator}")
+        self.phi = PhiNetwork(cfg, self.train, self.device)
+        self.accelerator.register_for_checkpointing(self.phi)
+        disc = FeatureDiscriminator(self.phi.net.num_features, feature_dim, info.num_classes)
+        rest = [p for name, p in gen.named_parameters() if name != "codebook"]
+        opt_g = torch.optim.SGD([{"params": [gen.codebook], "lr": cfg.lr_codebook},
+                                 {"params": rest, "lr": cfg.lr_generator}], momentum=cfg.momentum)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
+        return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
+
+    def class_features(self) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        """(feature size, per-class features, per-class soft labels or None) for the
+        configured class embedding. A feature network is trained only when needed."""
+        cfg, info = self.cfg, self.info
+        if cfg.class_embedding == "one_hot" and not cfg.soft_labels:
+            return info.num_classes, torch.eye(info.num_classes), None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            net = create_network(cfg.feature_net, info.num_classes, info.channels, info.image_size)
+        if cfg.feature_net_epochs:
+            train_network(net, IndexedData.from_image_set(self.train), TrainConfig(epochs=cfg.feature_net_epochs),
+                          self.device, cfg.seed)
+        features, soft = class_statistics(net, self.train, cfg.class_feature_images, cfg.seed, self.device)
+        soft = soft if cfg.soft_labels else None
+        if cfg.class_embedding == "one_hot":
+            return info.num_classes, torch.eye(info.num_classes), soft
+        if cfg.class_embedding == "online_feature":
+            features = torch.zeros_like(features)  # filled from phi's features as training goes
+        return features.shape[1], standardised(features), soft
+
+    def header(self) -> str:
+        cfg = self.cfg
+        return (f"{super().header()}, K = {cfg.codebook_size} codes, {cfg.epochs} epochs, "
+                f"class embedding {cfg.class_embedding}, nested {cfg.nested}")
+
+    def start_epoch(self, epoch: int) -> tuple[StepContext, range]:
+        cfg = self.cfg
+        factor = 1.0 - epoch / cfg.epochs  # the paper's linear epoch decay
+        self.opt_g.param_groups[0]["lr"] = cfg.lr_codebook * factor
+        self.opt_g.param_groups[1]["lr"] = cfg.lr_generator * factor
+        self.phi.start_epoch(cfg.seed * 1_000_003 + epoch * 101 + 7, factor)
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + self.rank)
+        ctx = StepContext(rng, ClassSampler(self.train, generator=rng), DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=rng))
+        classes = self.classes_per_step()
+        steps = cfg.steps_per_epoch or max(1, len(self.train) // (cfg.association_size * classes * self.world))
+        return ctx, range(steps)
+
+    def describe(self, ctx: StepContext) -> dict:
+        return {"phi_draws": self.phi.draws}
+
+    def classes_per_step(self) -> int:
+        c = self.info.num_classes
+        return c if self.cfg.classes_per_step in (0,) or self.cfg.classes_per_step >= c else self.cfg.classes_per_step
+
+    def step_classes(self, rng: torch.Generator) -> torch.Tensor:
+        c, n = self.info.num_classes, self.classes_per_step()
+        return torch.arange(c) if n == c else torch.randperm(c, generator=rng)[:n].sort().values
+
+    def train_step(self, ctx: StepContext, step: int) -> dict[str, torch.Tensor]:
+        cfg, acc, device = self.cfg, self.accelerator, self.device
+        k, a = cfg.codebook_size, cfg.association_size
+        classes = self.step_classes(ctx.rng)
+        n = len(classes)
+        labels = classes.repeat_interleave(k).to(device)
+        slots = torch.arange(k).repeat(n).to(device)
+        real = ctx.sampler.sample_aligned(classes.repeat_interleave(a)).to(device)
+        phi = self.phi.net.eval().requires_grad_(False)
+        raw_disc = acc.unwrap_model(self.disc)
+        raw_disc.requires_grad_(False)
+        with acc.no_sync(self.disc):  # the discriminator is only a loss here
+            fake = self.info.from_generator_range(self.gen(slots, labels))
+            groups_fake, groups_real = torch.arange(n, device=device).repeat_interleave(k), torch.arange(n, device=device).repeat_interleave(a)
+            draw = ctx.augment.draw_groups(n, self.info.image_size, device)
+            fake_aug, real_aug = draw(fake, groups_fake), draw(real, groups_real)
+            with acc.autocast():
+                with torch.no_grad():
+                    real_layers = phi.block_outputs(real_aug)
+                fake_layers = phi.block_outputs(fake_aug)
+            real_means = [r.float().view(n, a, *r.shape[1:]).mean(1) for r in real_layers]
+            real_emb = real_layers[-1].float().flatten(1)
+            fake_grouped = [f.float().view(n, k, *f.shape[1:]) for f in fake_layers]
+            centres = F.normalize(real_emb, dim=1).view(n, a, -1).mean(1)
+            condition = self.raw_gen.class_features[classes.to(device)].detach()
+            parts = self.condensation_losses(fake_grouped, real_means, centres, condition, classes.to(device), k)
+            if cfg.nested and k > 1:
+                prefix = int(torch.randint(1, k, (1,), generator=ctx.rng))
+                nested = self.condensation_losses(fake_grouped, real_means, centres, condition, classes.to(device), prefix)
+                parts = {name: (value + nested[name]) / 2 for name, value in parts.items()}
+            loss = sum(parts.values())
+            self.opt_g.zero_grad(set_to_none=True)
+            acc.backward(loss)
+        self.opt_g.step()
+        raw_disc.requires_grad_(True)
+        self.ema_step()
+        losses = {name: value.detach() for name, value in parts.items()}
+        if cfg.gan_weight > 0:
+            losses.update(self.discriminator_step(real_emb, fake_grouped[-1].flatten(2).flatten(0, 1).detach(),
+                                                  condition, classes.to(device), a, k))
+        if cfg.class_embedding == "online_feature":
+            with torch.no_grad():
+                pooled = real_layers[-1].float().mean((2, 3)).view(n, a, -1).mean(1)
+                self.raw_gen.class_features[classes.to(device)] = standardised(pooled)
+        self.phi.after_generator_step()
+        return losses
+
+    def targets(self, classes: torch.Tensor, per_class: int) -> torch.Tensor:
+        """L_c targets for generated images: class indices, or the feature net's mean
+        softmax over the class's real images (soft labels)."""
+        labels = classes.repeat_interleave(per_class)
+        if self.soft_targets is None:
+            return labels
+        return self.soft_targets.to(labels.device)[labels]
+
+    def condensation_losses(self, fake_layers: list[torch.Tensor], real_means: list[torch.Tensor], centres: torch.Tensor,
+                            condition: torch.Tensor, classes: torch.Tensor, codes: int) -> dict[str, torch.Tensor]:
+        """The weighted terms of L_con on the first ``codes`` codes of every class."""
+        cfg = self.cfg
+        layers = [f[:, :codes] for f in fake_layers]
+        embedding = layers[-1].flatten(2)
+        parts = {}
+        if cfg.feature_weight:
+            parts["feature"] = cfg.feature_weight * feature_matching_loss(layers, real_means)
+        if cfg.intra_weight:
+            parts["intra"] = cfg.intra_weight * intra_class_loss(embedding, centres, cfg.temperature)
+        if cfg.inter_weight:
+            parts["inter"] = cfg.inter_weight * inter_class_loss(embedding, cfg.margin)
+        if cfg.gan_weight:
+            logit, class_logits = self.disc(embedding.flatten(0, 1), condition.repeat_interleave(codes, 0))
+            gan = feature_generator_loss(logit, class_logits, self.targets(classes, codes))
+            parts["g_adv"], parts["g_cls"] = cfg.gan_weight * gan["adv"], cfg.gan_weight * gan["cls"]
+        return parts
+
+    def discriminator_step(self, real_emb: torch.Tensor, fake_emb: torch.Tensor, condition: torch.Tensor,
+                           classes: torch.Tensor, real_per_class: int, fake_per_class: int) -> dict[str, torch.Tensor]:
+        """One step of D on real and generated features, as one batch (D is per-sample)."""
+        conditions = torch.cat([condition.repeat_interleave(real_per_class, 0), condition.repeat_interleave(fake_per_class, 0)])
+        logit, class_logits = self.disc(torch.cat([real_emb, fake_emb]), conditions)
+        r = len(real_emb)
+        parts = feature_discriminator_loss(logit[:r], logit[r:], class_logits[:r], class_logits[r:],
+                                           classes.repeat_interleave(real_per_class), self.targets(classes, fake_per_class))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.accelerator.backward(parts["loss"])
+        self.opt_d.step()
+        return {("d_loss" if name == "loss" else name): value.detach() for name, value in parts.items()}
+
+
+def train_codebook(cfg: CodebookConfig, resume: bool = False) -> Path:
+    """Run the codebook-generator method; returns the folder of the saved generator."""
+    return run_trainer(CodebookTrainer, cfg, resume)
+
+
+@register_method("codebook", kind="generator", config=CodebookConfig)
+def codebook(cfg: CodebookConfig, resume: bool = False) -> Path:
+    """Codebook generator: codebook + generator + feature GAN + feature matching + intra/inter-class losses (Zhang et al. 2023)."""
+    return train_codebook(cfg, resume)

@@ -1,0 +1,217 @@
+"""The codebook generator (Zhang et al. 2023): known answers for its losses, the
+generator and its latents, training end to end at a tiny size, resume, serving, and the
+one-line errors."""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from gencond.artifacts import load_generator
+from gencond.cli import main
+from gencond.errors import GencondError
+from gencond.losses.adversarial import feature_discriminator_loss, feature_generator_loss
+from gencond.losses.codebook import feature_matching_loss, inter_class_loss, intra_class_loss
+from gencond.methods.codebook import CodebookConfig, initialise_from, train_codebook
+from gencond.methods.dim import DiMConfig, train_dim
+from gencond.models.codebook import CodebookGenerator, FeatureDiscriminator
+from gencond.serve import GeneratorDataset, sample_set
+from gencond.training import RealBatchConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = CodebookConfig(dataset="digits", epochs=2, steps_per_epoch=2, codebook_size=3, code_dim=8, embed_dim=8,
+                      width=8, feature_net_epochs=0, class_feature_images=16, association_size=4,
+                      phi_training=RealBatchConfig(batches=1, batch_size=16, dsa_strategy="none"),
+                      phi_reinit_every=3, nested=True, seed=1)
+
+
+# --- losses: hand-made cases ---
+
+
+def test_inter_class_loss_is_zero_beyond_the_margin_and_positive_inside_it():
+    far = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # unit class means sqrt(2) apart
+    assert inter_class_loss(far, margin=1.0).item() == 0.0
+    assert inter_class_loss(far, margin=2.0).item() == pytest.approx(2.0 - math.sqrt(2), abs=1e-5)
+    same = torch.tensor([[[1.0, 0.0]], [[2.0, 0.0]]])  # both normalise to (1, 0)
+    assert inter_class_loss(same, margin=0.5).item() == pytest.approx(0.5, abs=1e-5)
+    assert inter_class_loss(far[:1], margin=1.0).item() == 0.0  # one class: no pairs
+
+
+def test_inter_class_loss_has_finite_gradients_when_class_means_coincide():
+    features = torch.ones(2, 2, 3, requires_grad=True)
+    inter_class_loss(features, margin=1.0).backward()
+    assert torch.isfinite(features.grad).all()
+
+
+def test_intra_class_loss_known_value_and_falls_when_samples_spread():
+    centre = torch.tensor([[1.0, 0.0]])
+    together = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # both on the centre
+    # each sample: positive 1/tau, one negative 1/tau -> -log(1/2)
+    assert intra_class_loss(together, centre, temperature=0.5).item() == pytest.approx(math.log(2), abs=1e-5)
+    s = math.sqrt(0.5)
+    spread = torch.tensor([[[s, s], [s, -s]]])  # 45 degrees off the centre, orthogonal to each other
+    spread_value = intra_class_loss(spread, centre, temperature=0.5).item()
+    # positive cos 45 / 0.5, negative 0: -log(e^(s/0.5) / (e^(s/0.5) + 1))
+    assert spread_value == pytest.approx(math.log1p(math.exp(-s / 0.5)), abs=1e-5)
+    assert spread_value < math.log(2)
+    single = torch.tensor([[[0.3, 0.4]]])
+    assert intra_class_loss(single, centre, temperature=0.1).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_feature_matching_is_the_mse_to_the_association_mean_summed_over_layers():
+    layer1 = torch.tensor([[[1.0, 3.0], [3.0, 3.0]]])  # 1 class, 2 samples, 2 features
+    mean1 = torch.tensor([[1.0, 1.0]])
+    layer2 = torch.zeros(1, 2, 1)
+    mean2 = torch.tensor([[2.0]])
+    # layer 1: sample means of squared error (0+4)/2 = 2 and (4+4)/2 = 4 -> 3; layer 2: 4
+    assert feature_matching_loss([layer1, layer2], [mean1, mean2]).item() == pytest.approx(7.0)
+    assert feature_matching_loss([mean1.unsqueeze(1)], [mean1]).item() == 0.0
+
+
+def test_feature_gan_losses_known_values():
+    zero = torch.zeros(2)
+    uniform = torch.zeros(2, 4)
+    g = feature_generator_loss(zero, uniform, torch.tensor([0, 3]))
+    assert g["adv"].item() == pytest.approx(math.log(2)) and g["cls"].item() == pytest.approx(math.log(4))
+    d = feature_discriminator_loss(zero, zero, uniform, uniform, torch.tensor([1, 2]), torch.tensor([0, 0]))
+    assert d["d_adv"].item() == pytest.approx(2 * math.log(2)) and d["d_cls"].item() == pytest.approx(2 * math.log(4))
+    sure = feature_discriminator_loss(torch.full((2,), 20.0), torch.full((2,), -20.0), uniform, uniform,
+                                      torch.tensor([1, 2]), torch.tensor([0, 0]))
+    assert sure["d_adv"].item() < 1e-6
+    soft = feature_generator_loss(zero, uniform, torch.full((2, 4), 0.25))
+    assert soft["cls"].item() == pytest.approx(math.log(4))
+
+
+# --- generator ---
+
+
+def test_codebook_latents_are_the_codes_then_codes_with_noise():
+    gen = CodebookGenerator(4, 1, 28, codebook_size=3, code_dim=5, feature_dim=6, embed_dim=2, width=8)
+    rng = torch.Generator().manual_seed(0)
+    slots = torch.tensor([0, 1, 2, 0, 3, 5])
+    latents = gen.latents(slots, 6, rng)
+    torch.testing.assert_close(latents[:4], gen.codebook.detach()[[0, 1, 2, 0]])
+    beyond = latents[4:] - gen.codebook.detach()[[0, 2]]
+    assert (beyond.abs() > 0).all()
+    assert beyond.abs().max() < 5 * gen.codebook.detach().std(0).max()
+    assert gen.latents(None, 7, rng).shape == (7, 5)
+
+
+def test_codebook_generator_takes_slots_or_codes_and_records_its_config():
+    gen = CodebookGenerator(4, 3, 32, codebook_size=3, code_dim=5, feature_dim=6, embed_dim=2, width=8).eval()
+    labels = torch.tensor([0, 3, 1])
+    by_slot = gen(torch.tensor([0, 1, 2]), labels)
+    by_code = gen(gen.codebook.detach(), labels)
+    torch.testing.assert_close(by_slot, by_code)
+    assert by_slot.shape == (3, 3, 32, 32) and by_slot.abs().max() <= 1
+    config = gen.config()
+    assert config["codebook_size"] == 3 and config["backbone"] == "blocks" and config["num_classes"] == 4
+    blocks = [m for m in gen.body if isinstance(m, torch.nn.Upsample)]
+    assert len(blocks) == 3  # three blocks at 32x32 (paper)
+    assert len([m for m in CodebookGenerator(4, 3, 64).body if isinstance(m, torch.nn.Upsample)]) == 4
+
+
+def test_feature_discriminator_shapes():
+    disc = FeatureDiscriminator(10, 6, 4)
+    logit, classes = disc(torch.randn(5, 10), torch.randn(5, 6))
+    assert logit.shape == (5,) and classes.shape == (5, 4)
+
+
+# --- training end to end ---
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("codebook")
+    return train_codebook(replace(TINY, output_dir=str(out))), out
+
+
+@pytest.mark.slow
+def test_training_writes_the_artifact_and_serves_any_inpc(trained):
+    folder, out = trained
+    assert (out / "state").is_dir() and (out / "samples" / "epoch_0002.png").is_file()
+    assert (out / "log.jsonl").read_text().count("\n") == 2
+    generator = load_generator(folder)
+    assert generator.architecture == "codebook_generator"
+    net = generator.net
+    assert net.class_features.abs().sum() > 0  # the class features travel with the artifact
+    small = sample_set(generator, 2, seed=0)
+    again = sample_set(generator, 2, seed=5)
+    torch.testing.assert_close(small.images, again.images)  # the first codes: the same set for any seed
+    large = sample_set(generator, 5, seed=0)
+    assert len(large) == 5 * 10
+    torch.testing.assert_close(large.images.view(10, 5, -1)[:, :2], small.images.view(10, 2, -1))
+    fixed = GeneratorDataset(generator, inpc=2, seed=0)
+    torch.testing.assert_close(torch.stack([fixed[i][0] for i in range(len(fixed))]), small.images)
+    fresh = GeneratorDataset(generator, inpc=2, seed=0, fresh=True)
+    first = fresh[0][0].clone()
+    fresh.set_epoch(1)
+    assert not torch.equal(first, fresh[0][0])
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(trained, tmp_path):
+    folder, _ = trained
+    out = tmp_path / "resumed"
+    train_codebook(replace(TINY, output_dir=str(out), epochs=1))
+    (out / "generator").rename(out / "after_one")
+    resumed = train_codebook(replace(TINY, output_dir=str(out)), resume=True)
+    a, b = load_generator(folder).net.state_dict(), load_generator(resumed).net.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_every_loss_switches_off_and_the_other_class_embeddings_train(tmp_path):
+    for overrides in ({"gan_weight": 0.0, "intra_weight": 0.0, "inter_weight": 0.0, "class_embedding": "one_hot"},
+                      {"feature_weight": 0.0, "class_embedding": "online_feature", "soft_labels": True}):
+        out = tmp_path / overrides["class_embedding"]
+        train_codebook(replace(TINY, output_dir=str(out), epochs=1, steps_per_epoch=1, **overrides))
+        record = (out / "log.jsonl").read_text()
+        for name, key in (("gan_weight", "g_adv"), ("feature_weight", "feature"), ("intra_weight", "intra")):
+            assert (f'"{key}"' in record) == (overrides.get(name, 1.0) > 0)
+
+
+@pytest.mark.slow
+def test_init_from_a_dim_generator_when_it_fits_and_a_clear_error_when_not(tmp_path):
+    dim_cfg = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=1, match_epochs=0, steps_per_epoch=1,
+                        output_dir=str(tmp_path / "dim"), sample_every=0)
+    dim_folder = train_dim(dim_cfg)
+    info = load_generator(dim_folder).info
+    fits = CodebookGenerator(10, 1, 32, codebook_size=3, code_dim=90, feature_dim=6, embed_dim=10, width=8,
+                             backbone="dim")
+    assert initialise_from(fits, str(dim_folder), info) == ["body", "fc"]
+    torch.testing.assert_close(fits.body[0].weight, load_generator(dim_folder).net.body[0].weight)
+    other_input = CodebookGenerator(10, 1, 32, codebook_size=3, code_dim=8, feature_dim=6, embed_dim=8, width=8,
+                                    backbone="dim")
+    assert initialise_from(other_input, str(dim_folder), info) == ["body"]
+    with pytest.raises(GencondError, match="does not fit.*backbone blocks.*backbone: dim"):
+        initialise_from(CodebookGenerator(10, 1, 32, width=8), str(dim_folder), info)
+
+
+# --- command line ---
+
+
+@pytest.mark.slow
+def test_cli_trains_samples_evaluates_and_refuses_bad_input(trained, tmp_path, capsys):
+    folder, _ = trained
+    assert main(["sample", "--inpc", "4", "--checkpoint", str(folder), "--format", "npz",
+                 "--out", str(tmp_path / "set.npz")]) == 0
+    assert main(["eval", "--checkpoint", str(folder), "--inpc", "1", "--protocol", "fixed", "--seeds", "1",
+                 "--epochs", "1", "--json", str(tmp_path / "eval.json")]) == 0
+    capsys.readouterr()
+    bad = [
+        (["sample", "--inpc", "0", "--checkpoint", str(folder)], "must be positive"),
+        (["train", "codebook", "--codebook-size", "0", "--output-dir", str(tmp_path / "x")], "codebook_size must be positive"),
+        (["train", "codebook", "--init-generator", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "x")],
+         "no generator folder"),
+        (["train", "codebook", "--phi-pool", "resnet10_cifar", "--output-dir", str(tmp_path / "x")], "must be ConvNets"),
+        (["train", "codebook", "--class-embedding", "label", "--output-dir", str(tmp_path / "x")], "unknown class_embedding"),
+        (["eval", "--checkpoint", str(ROOT / "configs"), "--inpc", "1"], "config.json"),
+    ]
+    for argv, message in bad:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (argv, err)
