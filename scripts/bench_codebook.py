@@ -25,13 +25,16 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from gencond.artifacts import load_generator
 from gencond.config import config_from_dict, load_yaml
-from gencond.errors import GencondError
 from gencond.evaluate.protocol import generator_sets, run_protocol, selection_sets
-from gencond.evaluate.report import BenchmarkReport, format_table
+from gencond.evaluate.report import (
+    BenchmarkReport,
+    format_table,
+    parse_variant,
+    variant_config,
+)
 from gencond.methods.codebook import CodebookConfig, train_codebook
 from gencond.serve import sample_set
 from gencond.training import TrainConfig, resolve_device
@@ -46,27 +49,12 @@ DEFAULT_VARIANTS = {"nested K=10": {}, "K=1": {"codebook_size": 1, "nested": Fal
 
 def parse_variants(items: list[str]) -> dict[str, dict]:
     """``NAME={yaml mapping}`` items, or the default set when none is given."""
-    if not items:
-        return DEFAULT_VARIANTS
-    variants = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        overrides = yaml.safe_load(text) if sep else None
-        if not name or not isinstance(overrides, dict):
-            raise SystemExit(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
-        variants[name] = overrides
-    return variants
+    return dict(map(parse_variant, items)) if items else DEFAULT_VARIANTS
 
 
-def variant_config(cfg: CodebookConfig, name: str, overrides: dict, work: Path) -> CodebookConfig:
+def codebook_variant(cfg: CodebookConfig, name: str, overrides: dict, work: Path) -> CodebookConfig:
     folder = name.replace(" ", "_").replace("=", "").replace("+", "plus")
-    values = {**dataclasses.asdict(cfg), **overrides, "output_dir": str(work / folder)}
-    try:
-        variant = config_from_dict(CodebookConfig, values, f"variant {name}")
-        variant.check()
-    except GencondError as err:  # a bad variant ends the script with its one line
-        raise SystemExit(f"variant {name}: {err}") from None
-    return variant
+    return variant_config(CodebookConfig, cfg, name, {**overrides, "output_dir": str(work / folder)})
 
 
 def train_variant(cfg: CodebookConfig, reuse: bool) -> dict:
@@ -108,7 +96,7 @@ def main() -> None:
     device = resolve_device(args.device)
     report = BenchmarkReport("codebook", vars(args), device)
     cfg = config_from_dict(CodebookConfig, load_yaml(args.config), args.config)
-    variants = {name: variant_config(cfg, name, o, Path(args.work_dir)) for name, o in parse_variants(args.variant).items()}
+    variants = {name: codebook_variant(cfg, name, o, Path(args.work_dir)) for name, o in parse_variants(args.variant).items()}
     splits = cfg.load_splits()
     trained = {name: train_variant(v, args.reuse) for name, v in variants.items()}
 

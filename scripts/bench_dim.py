@@ -27,12 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from gencond.artifacts import load_generator, write_json
 from gencond.config import config_from_dict, load_yaml
 from gencond.data import load_dataset
-from gencond.errors import GencondError
 from gencond.evaluate import (
     IndexedData,
     TrainConfig,
@@ -46,12 +44,13 @@ from gencond.evaluate.protocol import (
     machine_description,
     selection_sets,
 )
-from gencond.training.networks import test_accuracy, train_network
+from gencond.evaluate.report import parse_variant, variant_config
 from gencond.methods.dim import DiMConfig, train_dim
-from gencond.training import RealBatchConfig
-from gencond.training.generator import STATE_DIR
 from gencond.models import create_network
 from gencond.serve import sample_set
+from gencond.training import RealBatchConfig
+from gencond.training.generator import STATE_DIR
+from gencond.training.networks import test_accuracy, train_network
 
 OFFICIAL = {"phase1_step_s": 4.54, "phase2_step_s": 4.95, "sampling_images_per_s": 177}
 BRANCH_LABELS = {"cgan": "cGAN", "dim": "DiM"}
@@ -59,18 +58,7 @@ BRANCH_LABELS = {"cgan": "cGAN", "dim": "DiM"}
 
 def parse_variants(items: list[str], cfg: DiMConfig) -> dict[str, DiMConfig]:
     """``NAME={yaml mapping}`` -> DiM configs that differ from ``cfg`` by that mapping."""
-    variants = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        overrides = yaml.safe_load(text) if sep else None
-        if not name or not isinstance(overrides, dict):
-            raise SystemExit(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
-        try:
-            variants[name] = config_from_dict(DiMConfig, {**dataclasses.asdict(cfg), **overrides}, f"--variant {name}")
-            variants[name].check()
-        except GencondError as err:
-            raise SystemExit(str(err)) from None
-    return variants
+    return {name: variant_config(DiMConfig, cfg, name, overrides) for name, overrides in map(parse_variant, items)}
 
 
 def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: dict[str, DiMConfig],

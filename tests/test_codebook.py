@@ -2,7 +2,12 @@
 generator and its latents, training end to end at a tiny size, resume, serving, and the
 one-line errors."""
 
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +17,15 @@ import torch
 from gencond.artifacts import load_generator
 from gencond.cli import main
 from gencond.errors import GencondError
-from gencond.losses.adversarial import feature_discriminator_loss, feature_generator_loss
-from gencond.losses.codebook import feature_matching_loss, inter_class_loss, intra_class_loss
+from gencond.losses.adversarial import (
+    feature_discriminator_loss,
+    feature_generator_loss,
+)
+from gencond.losses.codebook import (
+    feature_matching_loss,
+    inter_class_loss,
+    intra_class_loss,
+)
 from gencond.methods.codebook import CodebookConfig, initialise_from, train_codebook
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models.codebook import CodebookGenerator, FeatureDiscriminator
@@ -189,6 +201,8 @@ def test_init_from_a_dim_generator_when_it_fits_and_a_clear_error_when_not(tmp_p
     assert initialise_from(other_input, str(dim_folder), info) == ["body"]
     with pytest.raises(GencondError, match="does not fit.*backbone blocks.*backbone: dim"):
         initialise_from(CodebookGenerator(10, 1, 32, width=8), str(dim_folder), info)
+    assert main(["train", "codebook", "--init-generator", str(dim_folder), "--width", "8",
+                 "--output-dir", str(tmp_path / "refused")]) == 2
 
 
 # --- command line ---
@@ -202,7 +216,13 @@ def test_cli_trains_samples_evaluates_and_refuses_bad_input(trained, tmp_path, c
     assert main(["eval", "--checkpoint", str(folder), "--inpc", "1", "--protocol", "fixed", "--seeds", "1",
                  "--epochs", "1", "--json", str(tmp_path / "eval.json")]) == 0
     capsys.readouterr()
+    reshaped = tmp_path / "reshaped"
+    shutil.copytree(folder, reshaped)
+    config = json.loads((reshaped / "config.json").read_text())
+    config["generator"]["codebook_size"] = 5
+    (reshaped / "config.json").write_text(json.dumps(config))
     bad = [
+        (["sample", "--inpc", "2", "--checkpoint", str(reshaped)], "does not fit its config: codebook has shape (3, 8)"),
         (["sample", "--inpc", "0", "--checkpoint", str(folder)], "must be positive"),
         (["train", "codebook", "--codebook-size", "0", "--output-dir", str(tmp_path / "x")], "codebook_size must be positive"),
         (["train", "codebook", "--init-generator", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "x")],
@@ -215,3 +235,25 @@ def test_cli_trains_samples_evaluates_and_refuses_bad_input(trained, tmp_path, c
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (argv, err)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun test")
+def test_two_processes_through_scripts_train_keep_identical_generators(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           str(ROOT / "scripts" / "train.py"), "codebook", "--dataset", "digits", "--epochs", "2",
+           "--steps-per-epoch", "2", "--codebook-size", "2", "--width", "8", "--code-dim", "8", "--embed-dim", "8",
+           "--feature-net-epochs", "0", "--class-feature-images", "16", "--association-size", "4",
+           "--phi-training.batch-size", "16", "--output-dir", str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["method"] == "codebook"
+    first, second = summary["generator_checksum_per_rank"]
+    assert first == second
+
+
+def test_scripts_train_needs_a_generator_method(capsys):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "dm"], capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "METHOD is one of codebook, dim" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

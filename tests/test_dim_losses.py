@@ -7,12 +7,16 @@ import torch
 from torch import nn
 
 from gencond.errors import GencondError
-from gencond.losses.adversarial import gradient_penalty, wgan_discriminator_loss, wgan_generator_loss
-from gencond.methods.dim import balanced_labels
-from gencond.training.generator import epoch_batches
+from gencond.losses.adversarial import (
+    gradient_penalty,
+    wgan_discriminator_loss,
+    wgan_generator_loss,
+)
 from gencond.losses.matching import class_means, get_matching, layerwise_distance
+from gencond.methods.dim import balanced_labels
 from gencond.models import create_network
 from gencond.models.gan import Discriminator, Generator
+from gencond.training.generator import epoch_batches
 
 
 class MeanCritic(nn.Module):

@@ -9,9 +9,9 @@ from pathlib import Path
 from gencond.artifacts import load_generator
 from gencond.cli import command
 from gencond.errors import GencondError
-from gencond.training.networks import resolve_device
 from gencond.serve import sample_set
 from gencond.serve.export import FORMATS, write_sampled
+from gencond.training.networks import resolve_device
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dim_digits"
 

@@ -2,9 +2,20 @@
 digits (the embedded default), each with its shape, classes and normalization."""
 
 from gencond.data import sources  # noqa: F401  (registers the datasets)
+from gencond.data.base import (
+    DatasetInfo,
+    DatasetSplits,
+    ImageSet,
+    LazyImageSet,
+    TensorImageSet,
+)
 from gencond.data.config import DataConfig
-from gencond.data.base import DatasetInfo, DatasetSplits, ImageSet, LazyImageSet, TensorImageSet
-from gencond.data.registry import DEFAULT_DATASET, list_datasets, load_dataset, register_dataset
+from gencond.data.registry import (
+    DEFAULT_DATASET,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 from gencond.data.sampler import ClassSampler, check_ipc, random_subset
 
 __all__ = [

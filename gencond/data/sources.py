@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from gencond.data.base import DatasetInfo, DatasetSplits, LazyImageSet, TensorImageSet
-from gencond.data.registry import register_dataset
+from gencond.data.registry import register_dataset, register_dataset_prefix
 from gencond.errors import GencondError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -154,6 +154,7 @@ def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]
     return _as_nchw(x, "nhwc"), torch.as_tensor(y, dtype=torch.long), classes
 
 
+@register_dataset_prefix("npz")
 def load_npz(path: Path) -> DatasetSplits:
     """``npz:PATH``: a training array file and its test twin. Normalization statistics
     are the per-channel mean and std of the training images."""

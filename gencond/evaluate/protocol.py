@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,7 +21,13 @@ from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_
 from gencond.errors import GencondError
 from gencond.models import create_network
 from gencond.serve import FreshSamples, sample_set
-from gencond.training.networks import IndexedData, TrainConfig, TrainingData, resolve_device, train_and_test
+from gencond.training.networks import (
+    IndexedData,
+    TrainConfig,
+    TrainingData,
+    resolve_device,
+    train_and_test,
+)
 
 FULL, RANDOM = "full", "random"
 

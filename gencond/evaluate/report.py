@@ -3,15 +3,45 @@ arguments, machine, results, wall time), the machine description and the results
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+import yaml
 
 from gencond.artifacts import write_json
+from gencond.config import config_from_dict
+from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_table, machine_description
 
-__all__ = ["BenchmarkReport", "format_table", "machine_description"]
+__all__ = ["BenchmarkReport", "format_table", "machine_description", "parse_variant", "variant_config"]
+
+T = TypeVar("T")
+
+
+def parse_variant(item: str) -> tuple[str, dict]:
+    """A ``--variant NAME={key: value, ...}`` argument -> (name, overrides); a malformed
+    one ends the script with one line."""
+    name, sep, text = item.partition("=")
+    try:
+        overrides = yaml.safe_load(text) if sep else None
+    except yaml.YAMLError:
+        overrides = None
+    if not name or not isinstance(overrides, dict):
+        raise SystemExit(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
+    return name, overrides
+
+
+def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
+    """``base`` with ``overrides``, checked; a bad variant ends the script with one line."""
+    try:
+        variant = config_from_dict(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
+        variant.check()
+    except GencondError as err:
+        raise SystemExit(str(err)) from None
+    return variant
 
 
 class BenchmarkReport:

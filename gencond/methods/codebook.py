@@ -42,13 +42,26 @@ from gencond.artifacts.condensed import check_compatible
 from gencond.augment import DEFAULT_STRATEGY, DSA
 from gencond.data import ClassSampler, ImageSet
 from gencond.errors import GencondError
-from gencond.losses.adversarial import feature_discriminator_loss, feature_generator_loss
-from gencond.losses.codebook import feature_matching_loss, inter_class_loss, intra_class_loss
+from gencond.losses.adversarial import (
+    feature_discriminator_loss,
+    feature_generator_loss,
+)
+from gencond.losses.codebook import (
+    feature_matching_loss,
+    inter_class_loss,
+    intra_class_loss,
+)
 from gencond.methods._registry import register_method
 from gencond.models import ModelPool, check_architecture, create_network
 from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
 from gencond.training.generator import GeneratorConfig, GeneratorTrainer, run_trainer
-from gencond.training.networks import IndexedData, RealBatchConfig, RealBatchTrainer, TrainConfig, train_network
+from gencond.training.networks import (
+    IndexedData,
+    RealBatchConfig,
+    RealBatchTrainer,
+    TrainConfig,
+    train_network,
+)
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
 
@@ -235,9 +248,24 @@ class PhiNetwork:
 
 @dataclass
 class StepContext:
+    """What an epoch's steps draw from; seeded by (seed, epoch, rank)."""
+
     rng: torch.Generator
     sampler: ClassSampler
     augment: DSA
+
+
+@dataclass
+class StepFeatures:
+    """One step's generated and real features under phi, grouped by class."""
+
+    classes: torch.Tensor  # (n,)
+    fake_layers: list[torch.Tensor]  # per block of phi: (n, K, ...)
+    real_means: list[torch.Tensor]  # per block: (n, ...) association means
+    real_embedding: torch.Tensor  # (n * association, D)
+    centres: torch.Tensor  # (n, D) mean unit real feature per class
+    real_pooled: torch.Tensor  # (n, channels) pooled lowest-resolution real feature per class
+    condition: torch.Tensor  # (n, feature_dim) class features
 
 
 class CodebookTrainer(GeneratorTrainer):
@@ -247,41 +275,53 @@ class CodebookTrainer(GeneratorTrainer):
 
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
-        feature_dim, features, self.soft_targets = self.class_features()
         gen = CodebookGenerator(info.num_classes, info.channels, info.image_size, cfg.codebook_size, cfg.code_dim,
-                                feature_dim, cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread)
-        gen.class_features.copy_(features)
-        if cfg.init_generator:
+                                self.feature_dim(), cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread)
+        if cfg.init_generator:  # before the feature network trains: a folder that does not fit fails at once
             loaded = initialise_from(gen, cfg.init_generator, info)
             self.accelerator.print(f"initialised the generator's {' and '.join(loaded)} from {cfg.init_generator}")
+        features, self.soft_targets = self.class_features()
+        gen.class_features.copy_(features)
         self.phi = PhiNetwork(cfg, self.train, self.device)
         self.accelerator.register_for_checkpointing(self.phi)
-        disc = FeatureDiscriminator(self.phi.net.num_features, feature_dim, info.num_classes)
+        disc = FeatureDiscriminator(self.phi.net.num_features, gen.class_features.shape[1], info.num_classes)
         rest = [p for name, p in gen.named_parameters() if name != "codebook"]
         opt_g = torch.optim.SGD([{"params": [gen.codebook], "lr": cfg.lr_codebook},
                                  {"params": rest, "lr": cfg.lr_generator}], momentum=cfg.momentum)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
         return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
 
-    def class_features(self) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        """(feature size, per-class features, per-class soft labels or None) for the
-        configured class embedding. A feature network is trained only when needed."""
+    def feature_net(self):
+        info = self.info
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            return create_network(self.cfg.feature_net, info.num_classes, info.channels, info.image_size)
+
+    def feature_dim(self) -> int:
+        """The size of a class feature: C for one-hot, else the feature network's width."""
+        if self.cfg.class_embedding == "one_hot":
+            return self.info.num_classes
+        probe = torch.zeros(1, self.info.channels, self.info.image_size, self.info.image_size)
+        with torch.no_grad():
+            return pooled_features(self.feature_net().eval(), probe).shape[1]
+
+    def class_features(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(per-class features, per-class soft labels or None) for the configured class
+        embedding. The feature network is trained only when something needs it."""
         cfg, info = self.cfg, self.info
         if cfg.class_embedding == "one_hot" and not cfg.soft_labels:
-            return info.num_classes, torch.eye(info.num_classes), None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            net = create_network(cfg.feature_net, info.num_classes, info.channels, info.image_size)
+            return torch.eye(info.num_classes), None
+        net = self.feature_net()
         if cfg.feature_net_epochs:
             train_network(net, IndexedData.from_image_set(self.train), TrainConfig(epochs=cfg.feature_net_epochs),
                           self.device, cfg.seed)
         features, soft = class_statistics(net, self.train, cfg.class_feature_images, cfg.seed, self.device)
         soft = soft if cfg.soft_labels else None
         if cfg.class_embedding == "one_hot":
-            return info.num_classes, torch.eye(info.num_classes), soft
+            return torch.eye(info.num_classes), soft
         if cfg.class_embedding == "online_feature":
-            features = torch.zeros_like(features)  # filled from phi's features as training goes
-        return features.shape[1], standardised(features), soft
+            return torch.zeros_like(features), soft  # filled from phi's features as training goes
+        return standardised(features), soft
 
     def header(self) -> str:
         cfg = self.cfg
@@ -304,57 +344,62 @@ class CodebookTrainer(GeneratorTrainer):
         return {"phi_draws": self.phi.draws}
 
     def classes_per_step(self) -> int:
-        c = self.info.num_classes
-        return c if self.cfg.classes_per_step in (0,) or self.cfg.classes_per_step >= c else self.cfg.classes_per_step
+        c, wanted = self.info.num_classes, self.cfg.classes_per_step
+        return c if wanted == 0 or wanted >= c else wanted
 
     def step_classes(self, rng: torch.Generator) -> torch.Tensor:
         c, n = self.info.num_classes, self.classes_per_step()
         return torch.arange(c) if n == c else torch.randperm(c, generator=rng)[:n].sort().values
 
-    def train_step(self, ctx: StepContext, step: int) -> dict[str, torch.Tensor]:
-        cfg, acc, device = self.cfg, self.accelerator, self.device
+    def features(self, ctx: StepContext, classes: torch.Tensor) -> StepFeatures:
+        """Generate every code of every class and draw each class's association; both go
+        through one siamese DSA draw per class, then through phi (no gradient to phi)."""
+        cfg, device, n = self.cfg, self.device, len(classes)
         k, a = cfg.codebook_size, cfg.association_size
-        classes = self.step_classes(ctx.rng)
-        n = len(classes)
-        labels = classes.repeat_interleave(k).to(device)
-        slots = torch.arange(k).repeat(n).to(device)
         real = ctx.sampler.sample_aligned(classes.repeat_interleave(a)).to(device)
+        classes = classes.to(device)
+        fake = self.info.from_generator_range(self.gen(torch.arange(k, device=device).repeat(n),
+                                                       classes.repeat_interleave(k)))
+        draw = ctx.augment.draw_groups(n, self.info.image_size, device)
+        groups = torch.arange(n, device=device)
+        fake, real = draw(fake, groups.repeat_interleave(k)), draw(real, groups.repeat_interleave(a))
         phi = self.phi.net.eval().requires_grad_(False)
+        with self.accelerator.autocast():
+            with torch.no_grad():
+                real_layers = [r.float() for r in phi.block_outputs(real)]
+            fake_layers = phi.block_outputs(fake)
+        real_emb = real_layers[-1].flatten(1)
+        return StepFeatures(
+            classes=classes,
+            fake_layers=[f.float().view(n, k, *f.shape[1:]) for f in fake_layers],
+            real_means=[r.view(n, a, *r.shape[1:]).mean(1) for r in real_layers],
+            real_embedding=real_emb,
+            centres=F.normalize(real_emb, dim=1).view(n, a, -1).mean(1),
+            real_pooled=real_layers[-1].mean((2, 3)).view(n, a, -1).mean(1),
+            condition=self.raw_gen.class_features[classes].detach(),
+        )
+
+    def train_step(self, ctx: StepContext, step: int) -> dict[str, torch.Tensor]:
+        cfg, acc, k = self.cfg, self.accelerator, self.cfg.codebook_size
         raw_disc = acc.unwrap_model(self.disc)
         raw_disc.requires_grad_(False)
         with acc.no_sync(self.disc):  # the discriminator is only a loss here
-            fake = self.info.from_generator_range(self.gen(slots, labels))
-            groups_fake, groups_real = torch.arange(n, device=device).repeat_interleave(k), torch.arange(n, device=device).repeat_interleave(a)
-            draw = ctx.augment.draw_groups(n, self.info.image_size, device)
-            fake_aug, real_aug = draw(fake, groups_fake), draw(real, groups_real)
-            with acc.autocast():
-                with torch.no_grad():
-                    real_layers = phi.block_outputs(real_aug)
-                fake_layers = phi.block_outputs(fake_aug)
-            real_means = [r.float().view(n, a, *r.shape[1:]).mean(1) for r in real_layers]
-            real_emb = real_layers[-1].float().flatten(1)
-            fake_grouped = [f.float().view(n, k, *f.shape[1:]) for f in fake_layers]
-            centres = F.normalize(real_emb, dim=1).view(n, a, -1).mean(1)
-            condition = self.raw_gen.class_features[classes.to(device)].detach()
-            parts = self.condensation_losses(fake_grouped, real_means, centres, condition, classes.to(device), k)
+            f = self.features(ctx, self.step_classes(ctx.rng))
+            parts = self.condensation_losses(f, k)
             if cfg.nested and k > 1:
-                prefix = int(torch.randint(1, k, (1,), generator=ctx.rng))
-                nested = self.condensation_losses(fake_grouped, real_means, centres, condition, classes.to(device), prefix)
-                parts = {name: (value + nested[name]) / 2 for name, value in parts.items()}
-            loss = sum(parts.values())
+                prefix = self.condensation_losses(f, int(torch.randint(1, k, (1,), generator=ctx.rng)))
+                parts = {name: (value + prefix[name]) / 2 for name, value in parts.items()}
             self.opt_g.zero_grad(set_to_none=True)
-            acc.backward(loss)
+            acc.backward(sum(parts.values()))
         self.opt_g.step()
         raw_disc.requires_grad_(True)
         self.ema_step()
         losses = {name: value.detach() for name, value in parts.items()}
         if cfg.gan_weight > 0:
-            losses.update(self.discriminator_step(real_emb, fake_grouped[-1].flatten(2).flatten(0, 1).detach(),
-                                                  condition, classes.to(device), a, k))
+            losses.update(self.discriminator_step(f))
         if cfg.class_embedding == "online_feature":
             with torch.no_grad():
-                pooled = real_layers[-1].float().mean((2, 3)).view(n, a, -1).mean(1)
-                self.raw_gen.class_features[classes.to(device)] = standardised(pooled)
+                self.raw_gen.class_features[f.classes] = standardised(f.real_pooled)
         self.phi.after_generator_step()
         return losses
 
@@ -366,33 +411,34 @@ class CodebookTrainer(GeneratorTrainer):
             return labels
         return self.soft_targets.to(labels.device)[labels]
 
-    def condensation_losses(self, fake_layers: list[torch.Tensor], real_means: list[torch.Tensor], centres: torch.Tensor,
-                            condition: torch.Tensor, classes: torch.Tensor, codes: int) -> dict[str, torch.Tensor]:
+    def condensation_losses(self, f: StepFeatures, codes: int) -> dict[str, torch.Tensor]:
         """The weighted terms of L_con on the first ``codes`` codes of every class."""
         cfg = self.cfg
-        layers = [f[:, :codes] for f in fake_layers]
+        layers = [layer[:, :codes] for layer in f.fake_layers]
         embedding = layers[-1].flatten(2)
         parts = {}
         if cfg.feature_weight:
-            parts["feature"] = cfg.feature_weight * feature_matching_loss(layers, real_means)
+            parts["feature"] = cfg.feature_weight * feature_matching_loss(layers, f.real_means)
         if cfg.intra_weight:
-            parts["intra"] = cfg.intra_weight * intra_class_loss(embedding, centres, cfg.temperature)
+            parts["intra"] = cfg.intra_weight * intra_class_loss(embedding, f.centres, cfg.temperature)
         if cfg.inter_weight:
             parts["inter"] = cfg.inter_weight * inter_class_loss(embedding, cfg.margin)
         if cfg.gan_weight:
-            logit, class_logits = self.disc(embedding.flatten(0, 1), condition.repeat_interleave(codes, 0))
-            gan = feature_generator_loss(logit, class_logits, self.targets(classes, codes))
+            logit, class_logits = self.disc(embedding.flatten(0, 1), f.condition.repeat_interleave(codes, 0))
+            gan = feature_generator_loss(logit, class_logits, self.targets(f.classes, codes))
             parts["g_adv"], parts["g_cls"] = cfg.gan_weight * gan["adv"], cfg.gan_weight * gan["cls"]
         return parts
 
-    def discriminator_step(self, real_emb: torch.Tensor, fake_emb: torch.Tensor, condition: torch.Tensor,
-                           classes: torch.Tensor, real_per_class: int, fake_per_class: int) -> dict[str, torch.Tensor]:
-        """One step of D on real and generated features, as one batch (D is per-sample)."""
-        conditions = torch.cat([condition.repeat_interleave(real_per_class, 0), condition.repeat_interleave(fake_per_class, 0)])
-        logit, class_logits = self.disc(torch.cat([real_emb, fake_emb]), conditions)
-        r = len(real_emb)
+    def discriminator_step(self, f: StepFeatures) -> dict[str, torch.Tensor]:
+        """One step of D on real (the associations) and generated features, as one batch
+        (D is per-sample)."""
+        a, k = self.cfg.association_size, self.cfg.codebook_size
+        fake = f.fake_layers[-1].flatten(2).flatten(0, 1).detach()
+        conditions = torch.cat([f.condition.repeat_interleave(a, 0), f.condition.repeat_interleave(k, 0)])
+        logit, class_logits = self.disc(torch.cat([f.real_embedding, fake]), conditions)
+        r = len(f.real_embedding)
         parts = feature_discriminator_loss(logit[:r], logit[r:], class_logits[:r], class_logits[r:],
-                                           classes.repeat_interleave(real_per_class), self.targets(classes, fake_per_class))
+                                           f.classes.repeat_interleave(a), self.targets(f.classes, k))
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(parts["loss"])
         self.opt_d.step()

@@ -26,6 +26,12 @@ from gencond.errors import GencondError
 from gencond.methods._registry import register_method
 from gencond.methods.base import CondenseConfig
 from gencond.models import check_architecture, create_network, embed
+from gencond.training.networks import (
+    IndexedData,
+    TrainConfig,
+    resolve_device,
+    train_network,
+)
 
 
 @dataclass
@@ -65,13 +71,6 @@ def class_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[
 
 
 def _compute_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from gencond.training.networks import (
-        IndexedData,
-        TrainConfig,
-        resolve_device,
-        train_network,
-    )
-
     info, device = images.info, resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -39,7 +39,12 @@ from gencond.losses.matching import get_matching
 from gencond.methods._registry import register_method
 from gencond.models import ModelPool, check_architecture
 from gencond.models.gan import Discriminator, Generator
-from gencond.training.generator import GeneratorConfig, GeneratorTrainer, epoch_batches, run_trainer
+from gencond.training.generator import (
+    GeneratorConfig,
+    GeneratorTrainer,
+    epoch_batches,
+    run_trainer,
+)
 from gencond.training.networks import RealBatchConfig, RealBatchTrainer
 
 PHASE1_DIR = "generator_phase1"
