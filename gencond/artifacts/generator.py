@@ -20,8 +20,9 @@ from gencond import __version__
 from gencond.artifacts.io import atomic_path, write_json
 from gencond.data.base import DatasetInfo
 from gencond.errors import GencondError
-from gencond.models import generators as _registered_generators  # noqa: F401  (registers the architectures)
-from gencond.models.generators import GENERATOR_ARCHITECTURES
+from gencond.models.generators import (
+    GENERATOR_ARCHITECTURES,  # importing gencond.models registers them all
+)
 
 FORMAT = "gencond-generator/1"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -42,7 +43,7 @@ class ConditionalGenerator:
 
     @property
     def architecture(self) -> str:
-        return self.metadata.get("architecture", "generator")
+        return self.net.architecture
 
     def latents(self, slots: torch.Tensor | None, count: int, rng: torch.Generator) -> torch.Tensor:
         return self.net.latents(slots, count, rng)

@@ -152,9 +152,10 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     return rows
 
 
-def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int | range,
-                 cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print) -> list[RowResult]:
-    """Every training set x architecture x seed (``seeds``: a count from 0, or a range)."""
+def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,
+                 cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print,
+                 first_seed: int = 0) -> list[RowResult]:
+    """Every training set x architecture x seed (``seeds`` of them from ``first_seed`` on)."""
     info = splits.info
     for arch in archs:  # unknown names fail before any training
         create_network(arch, info.num_classes, info.channels, info.image_size)
@@ -162,7 +163,7 @@ def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str
     for training_set in sets:
         for arch in archs:
             row = RowResult(training_set.name, training_set.ipc, arch, [], [])
-            for seed in (range(seeds) if isinstance(seeds, int) else seeds):
+            for seed in range(first_seed, first_seed + seeds):
                 acc, seconds = train_and_test(
                     lambda name=arch: create_network(name, info.num_classes, info.channels, info.image_size),
                     training_set.make(seed), splits.test, cfg, device, seed,
@@ -219,7 +220,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Select
         sets = selection_sets(splits, cfg.select, cfg.ipc, select)
     log(f"evaluating on {splits.info.name}: {len(splits.train)} train / {len(splits.test)} test images, "
         f"{cfg.train.epochs} epochs, augment={cfg.train.augment}, device={device}")
-    results = run_protocol(splits, sets, cfg.arch, range(cfg.seed, cfg.seed + cfg.seeds), cfg.train, device, log)
+    results = run_protocol(splits, sets, cfg.arch, cfg.seeds, cfg.train, device, log, first_seed=cfg.seed)
     wall = time.perf_counter() - start
     log("\nfinal test accuracy (%), mean ± std over "
         f"{cfg.seeds} seed(s); seconds of training per network in brackets\n")

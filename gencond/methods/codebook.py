@@ -168,9 +168,10 @@ def class_statistics(net, images: ImageSet, per_class: int, seed: int, device) -
     for c in range(images.info.num_classes):
         count = per_class or int(sampler.counts[c])
         x = sampler.sample_class(c, count)
-        chunks = [(pooled_features(net, part.to(device)), F.softmax(net(part.to(device)), 1)) for part in x.split(500)]
-        features.append(torch.cat([f for f, _ in chunks]).mean(0).cpu())
-        probabilities.append(torch.cat([p for _, p in chunks]).mean(0).cpu())
+        maps = [net.block_outputs(part.to(device))[-1] for part in x.split(500)]  # one forward per chunk
+        features.append(torch.cat([m.mean((2, 3)) for m in maps]).mean(0).cpu())
+        logits = torch.cat([net.forward_head(m.flatten(1)) for m in maps])
+        probabilities.append(F.softmax(logits, 1).mean(0).cpu())
     return torch.stack(features), torch.stack(probabilities)
 
 

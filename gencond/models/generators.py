@@ -18,8 +18,6 @@ import inspect
 import torch
 from torch import nn
 
-from gencond.errors import GencondError
-
 GENERATOR_ARCHITECTURES: dict[str, type[ClassConditionalGenerator]] = {}
 
 
@@ -32,12 +30,6 @@ def register_generator(name: str):
         return cls
 
     return decorator
-
-
-def get_generator_class(name: str) -> type[ClassConditionalGenerator]:
-    if name not in GENERATOR_ARCHITECTURES:
-        raise GencondError(f"unknown generator architecture {name!r}; known: {', '.join(sorted(GENERATOR_ARCHITECTURES))}")
-    return GENERATOR_ARCHITECTURES[name]
 
 
 class ClassConditionalGenerator(nn.Module):

@@ -197,7 +197,8 @@ class GeneratorTrainer:
         totals: dict[str, float] = {}
         start = first_step_done = time.perf_counter()
         extra = self.describe(ctx)
-        desc = f"epoch {epoch + 1}/{self.cfg.epochs}" + (f" (phase {extra['phase']})" if "phase" in extra else "")
+        desc = f"epoch {epoch + 1}/{self.cfg.epochs}" + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})"
+                                                        if extra else "")
         bar = tqdm(items, desc=desc, disable=not self.accelerator.is_local_main_process, leave=False)
         for item in bar:
             losses = self.train_step(ctx, item)
