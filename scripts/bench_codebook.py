@@ -1,19 +1,28 @@
 """Codebook-generator benchmark: the method, its loss ablation and nested codebooks, beside
-random real images, in one run on one dataset (the MNIST subset by default).
+random real images, DM's pixel sets and DiM, in one run on one dataset (the MNIST subset
+by default).
 
 1. trains codebook generators from one config, one per variant (YAML overrides of it):
    by default the config itself (``nested``: K = 10 codes trained with nested prefixes),
    a separately trained K = 1 codebook, a K = 10 codebook without nesting, and the loss
    ablation of the paper's Table 8 at K = 10 (features only; + intra; + inter; the
    K = 10 run has both);
-2. evaluates them with ConvNet-3 from scratch, several seeds, final test accuracy:
+2. with ``--dm-config``, condenses DM pixel sets at every ``--inpc``; with
+   ``--dim-config``, trains DiM, and then compares at equal cost both ways: the first
+   codebook variant retrained for DiM's training seconds (``@ DiM time``) and DiM
+   retrained for the codebook's generator steps (``@ codebook steps``, DiM's epochs kept,
+   fewer steps each);
+3. evaluates everything with ConvNet-3 from scratch, several seeds, final test accuracy:
    every codebook at every INPC it can serve among ``--inpc`` (a K-code codebook serves
-   INPC <= K as its first codes; the nested one also any INPC, under the fixed and the
-   fresh protocol), beside random real images at the same IPC;
-3. reports per generator its training seconds, generator steps, artifact bytes and
-   sampling speed, then the table.
+   INPC <= K as its first codes; a nested one any INPC), generators named in ``--fresh``
+   also under the fresh protocol, beside random real images at the same IPC;
+4. reports per row its training seconds, generator steps and artifact bytes, and the
+   generators' sampling speed.
 
     python scripts/bench_codebook.py --config configs/codebook/mnist_subset.yaml --json results/bench_codebook_mnist.json
+    python scripts/bench_codebook.py --config configs/codebook/cifar10_subset.yaml --variant 'nested K10={}' \\
+        --dm-config configs/dm/cifar10_subset.yaml --dim-config configs/dim/cifar10_subset.yaml \\
+        --fresh 'nested K10' DiM --work-dir runs/bench_codebook_cifar10 --json results/bench_codebook_cifar10.json
 """
 
 from __future__ import annotations
@@ -26,16 +35,25 @@ from pathlib import Path
 
 import torch
 
-from gencond.artifacts import load_generator
+from gencond.artifacts import CondensedSet, load_generator
 from gencond.config import config_from_dict, load_yaml
-from gencond.evaluate.protocol import generator_sets, run_protocol, selection_sets
+from gencond.evaluate.protocol import (
+    condensed_sets,
+    generator_sets,
+    run_protocol,
+    selection_sets,
+)
 from gencond.evaluate.report import (
     BenchmarkReport,
     format_table,
     parse_variant,
     variant_config,
 )
-from gencond.methods.codebook import CodebookConfig, train_codebook
+from gencond.methods import get_method
+from gencond.methods.base import condense
+from gencond.methods.codebook import CodebookConfig
+from gencond.methods.dim import DiMConfig
+from gencond.methods.dm import DMConfig
 from gencond.serve import sample_set
 from gencond.training import TrainConfig, resolve_device
 
@@ -45,6 +63,7 @@ ABLATION = {"features only": {"intra_weight": 0.0, "inter_weight": 0.0},
 DEFAULT_VARIANTS = {"nested K=10": {}, "K=1": {"codebook_size": 1, "nested": False},
                     "K=10": {"codebook_size": 10, "nested": False},
                     **{name: {"codebook_size": 10, "nested": False, **o} for name, o in ABLATION.items()}}
+DIM = "DiM"
 
 
 def parse_variants(items: list[str]) -> dict[str, dict]:
@@ -52,22 +71,63 @@ def parse_variants(items: list[str]) -> dict[str, dict]:
     return dict(map(parse_variant, items)) if items else DEFAULT_VARIANTS
 
 
-def codebook_variant(cfg: CodebookConfig, name: str, overrides: dict, work: Path) -> CodebookConfig:
-    folder = name.replace(" ", "_").replace("=", "").replace("+", "plus")
-    return variant_config(CodebookConfig, cfg, name, {**overrides, "output_dir": str(work / folder)})
+def with_output(cls, cfg, name: str, overrides: dict, work: Path):
+    """``cfg`` with ``overrides``, writing to a folder of ``work`` named after the variant."""
+    folder = name.replace(" ", "_").replace("=", "").replace("+", "plus").replace("@", "at")
+    return variant_config(cls, cfg, name, {**overrides, "output_dir": str(work / folder)})
 
 
-def train_variant(cfg: CodebookConfig, reuse: bool) -> dict:
-    """Train (or reuse) one codebook; its folder, seconds, steps and artifact bytes."""
+def train_generator(method: str, cfg, reuse: bool) -> dict:
+    """Train (or reuse) one generator; its folder, seconds, steps and artifact bytes."""
     out = Path(cfg.output_dir)
     if not (reuse and (out / "generator" / "model.safetensors").is_file()):
         start = time.perf_counter()
-        train_codebook(cfg)
+        get_method(method).fn(cfg)
         (out / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {"folder": out / "generator", "train_seconds": round(json.loads((out / "bench_seconds.json").read_text())["seconds"], 1),
             "generator_steps": sum(r["steps"] for r in log),
             "artifact_bytes": (out / "generator" / "model.safetensors").stat().st_size}
+
+
+def condense_dm(cfg: DMConfig, ipcs: list[int], work: Path, reuse: bool) -> dict[int, dict]:
+    """DM pixel sets (seed 0, evaluated with every seed, as the papers do); per IPC its
+    file, condensation seconds and bytes at the stored precision."""
+    sets = {}
+    for ipc in ipcs:
+        path = work / f"dm_ipc{ipc}.safetensors"
+        if not (reuse and path.is_file()):
+            condense("dm", dataclasses.replace(cfg, ipc=ipc, seed=0, output=str(path)))
+        seconds = CondensedSet.load(path).config["condense_seconds"]
+        sets[ipc] = {"file": str(path), "train_seconds": seconds, "artifact_bytes": path.stat().st_size}
+    return sets
+
+
+def equal_cost_variants(codebook_name: str, codebook: CodebookConfig, trained: dict, dim: DiMConfig,
+                        work: Path) -> dict[str, CodebookConfig | DiMConfig]:
+    """DiM retrained for the codebook's generator steps (its epochs kept, the steps per
+    epoch capped), and the codebook retrained for DiM's training seconds (epochs from its
+    measured seconds per epoch) unless its own schedule is already within 10 % of them."""
+    steps = max(1, round(trained[codebook_name]["generator_steps"] / (dim.gan_epochs + dim.match_epochs)))
+    variants = {f"{DIM} @ codebook steps": (DiMConfig, dim, {"steps_per_epoch": steps})}
+    seconds_per_epoch = trained[codebook_name]["train_seconds"] / codebook.epochs
+    epochs = max(1, round(trained[DIM]["train_seconds"] / seconds_per_epoch))
+    if abs(epochs - codebook.epochs) > 0.1 * codebook.epochs:
+        variants[f"{codebook_name} @ DiM time"] = (CodebookConfig, codebook, {"epochs": epochs})
+    else:
+        print(f"{codebook_name}: {codebook.epochs} epochs are within 10 % of DiM's training time ({epochs} epochs); not retrained")
+    return {name: with_output(cls, cfg, name, o, work) for name, (cls, cfg, o) in variants.items()}
+
+
+def served_inpcs(cfg: CodebookConfig | DiMConfig, inpcs: list[int]) -> list[int]:
+    """A K-code codebook serves INPC <= K as its first codes; a nested one and DiM any INPC."""
+    if isinstance(cfg, CodebookConfig) and not cfg.nested:
+        return [n for n in inpcs if n <= cfg.codebook_size]
+    return inpcs
+
+
+def row_label(name: str, cfg: CodebookConfig | DiMConfig) -> str:
+    return f"codebook {name}" if isinstance(cfg, CodebookConfig) else name
 
 
 def sampling_speed(generator, inpc: int = 50) -> float:
@@ -77,51 +137,75 @@ def sampling_speed(generator, inpc: int = 50) -> float:
     return inpc * generator.info.num_classes / (time.perf_counter() - start)
 
 
+def cost_columns(run: dict) -> dict[str, str]:
+    return {"train s": f"{run['train_seconds']:.0f}", "steps": str(run.get("generator_steps", "-")),
+            "bytes": f"{run['artifact_bytes']:,}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/codebook/mnist_subset.yaml")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value, ...}",
                         help="codebooks to train, as overrides of --config (default: the nested, K=1, K=10 and ablation set)")
+    parser.add_argument("--dm-config", help="DM config: also condense DM pixel sets at every --inpc")
+    parser.add_argument("--dim-config", help="DiM config: also train DiM, and both at the other's cost")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--fresh", nargs="*", default=["nested K=10"], help="variants also evaluated under the fresh protocol")
+    parser.add_argument("--fresh", nargs="*", default=["nested K=10", DIM],
+                        help="generators also evaluated under the fresh protocol")
     parser.add_argument("--ablation-inpc", type=int, default=10, help="the INPC at which ablation rows are evaluated")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--work-dir", default="runs/bench_codebook")
-    parser.add_argument("--reuse", action="store_true", help="evaluate generators already trained in WORK_DIR")
+    parser.add_argument("--reuse", action="store_true", help="evaluate generators and sets already made in WORK_DIR")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default="results/bench_codebook.json")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     report = BenchmarkReport("codebook", vars(args), device)
+    work = Path(args.work_dir)
     cfg = config_from_dict(CodebookConfig, load_yaml(args.config), args.config)
-    variants = {name: codebook_variant(cfg, name, o, Path(args.work_dir)) for name, o in parse_variants(args.variant).items()}
+    overrides = parse_variants(args.variant)
+    configs = {name: with_output(CodebookConfig, cfg, name, o, work) for name, o in overrides.items()}
     splits = cfg.load_splits()
-    trained = {name: train_variant(v, args.reuse) for name, v in variants.items()}
+    trained = {name: train_generator("codebook", c, args.reuse) for name, c in configs.items()}
+    dm = condense_dm(config_from_dict(DMConfig, load_yaml(args.dm_config), args.dm_config), args.inpc, work, args.reuse) \
+        if args.dm_config else {}
+    if args.dim_config:
+        configs[DIM] = with_output(DiMConfig, config_from_dict(DiMConfig, load_yaml(args.dim_config), args.dim_config), DIM, {}, work)
+        trained[DIM] = train_generator("dim", configs[DIM], args.reuse)
+        first = next(iter(overrides))
+        for name, c in equal_cost_variants(first, configs[first], trained, configs[DIM], work).items():
+            configs[name] = c
+            trained[name] = train_generator("codebook" if isinstance(c, CodebookConfig) else "dim", c, args.reuse)
 
     sets = selection_sets(splits, "random", args.inpc)
+    costs = {}
+    for (ipc, run), row in zip(dm.items(), condensed_sets(splits, [d["file"] for d in dm.values()])):
+        row.name = "DM"
+        sets.append(row)
+        costs[(row.name, ipc)] = cost_columns(run)
     for name, run in trained.items():
-        k = variants[name].codebook_size
-        ablation = name in ABLATION
-        inpcs = [args.ablation_inpc] if ablation else [n for n in args.inpc if n <= k or variants[name].nested]
+        c = configs[name]
+        inpcs = [args.ablation_inpc] if name in ABLATION else served_inpcs(c, args.inpc)
         protocols = ["fixed", "fresh"] if name in args.fresh else ["fixed"]
         for row in generator_sets(splits, str(run["folder"]), inpcs, protocols, device):
-            row.name = row.name.replace("generator", f"codebook {name}")
+            row.name = row.name.replace("generator", row_label(name, c))
             sets.append(row)
+            costs[(row.name, row.ipc)] = cost_columns(run)
         run["sampling_images_per_s"] = round(sampling_speed(load_generator(run["folder"], device)))
     results = run_protocol(splits, sets, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; ConvNet-3 evaluation, "
-          f"{args.eval_epochs} epochs, DSA, {args.seeds} seeds, final test accuracy\n")
-    print(format_table(results))
-    print("\ngenerators:")
-    for name, run in trained.items():
-        print(f"  {name}: {run['train_seconds']:.0f} s training, {run['generator_steps']} steps, "
-              f"{run['artifact_bytes']:,} bytes, {run['sampling_images_per_s']} images/s")
+          f"{args.eval_epochs} epochs, DSA, {args.seeds} seeds, final test accuracy; training seconds, generator "
+          f"steps and artifact bytes of what each row evaluates\n")
+    print(format_table(results, costs))
+    print("\nsampling: " + ", ".join(f"{name} {run['sampling_images_per_s']} images/s" for name, run in trained.items()))
     report.add(dataset=splits.info.to_dict(), codebook_config=dataclasses.asdict(cfg),
-               variants={name: {"overrides": o, **{k: (str(v) if k == "folder" else v) for k, v in trained[name].items()}}
-                         for name, o in parse_variants(args.variant).items()},
+               generators={name: {"config": dataclasses.asdict(configs[name]),
+                                  **{k: (str(v) if k == "folder" else v) for k, v in run.items()}}
+                           for name, run in trained.items()},
+               dm_sets={str(ipc): run for ipc, run in dm.items()},
                results=[r.to_dict() for r in results], torch_threads=torch.get_num_threads())
     report.write(args.json)
 

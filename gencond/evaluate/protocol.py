@@ -176,15 +176,19 @@ def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str
     return results
 
 
-def format_table(results: list[RowResult]) -> str:
-    """Rows: training set x IPC; columns: architecture, 'mean ± std (s per network)'."""
+def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], dict[str, str]] | None = None) -> str:
+    """Rows: training set x IPC; columns: architecture, 'mean ± std (s per network)', then
+    the ``extra`` columns given per (training set, IPC) (e.g. training cost), '-' where absent."""
+    extra = extra or {}
     archs = list(dict.fromkeys(r.arch for r in results))
+    extra_names = list(dict.fromkeys(column for columns in extra.values() for column in columns))
     keys = list(dict.fromkeys((r.name, r.ipc) for r in results))
     cell = {(r.name, r.ipc, r.arch): f"{r.mean:6.2f} ± {r.std:4.2f} ({np.mean(r.train_seconds):.0f} s)" for r in results}
-    header = ["training set", "IPC"] + archs
-    lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs] for name, ipc in keys]
+    header = ["training set", "IPC"] + archs + extra_names
+    lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs]
+             + [extra.get((name, ipc), {}).get(column, "-") for column in extra_names] for name, ipc in keys]
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
-    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))  # noqa: E731
+    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule] + [fmt(row) for row in lines])
 
