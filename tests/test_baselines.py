@@ -9,15 +9,8 @@ from gencond.augment import DSA, AugmentDraw
 from gencond.data import DatasetInfo, TensorImageSet
 from gencond.data.formation import decode, decode_labels, encode
 from gencond.errors import GencondError
-from gencond.methods.coresets import (
-    SelectionConfig,
-    check_ipc,
-    herding,
-    herding_positions,
-    kcenter_positions,
-    kmeans,
-    kmeans_positions,
-)
+from gencond.data.selection import herding_positions, kcenter_positions, kmeans, kmeans_positions
+from gencond.methods.coresets import SelectionConfig, check_ipc, herding
 from gencond.methods.dm import distribution_matching_loss
 from gencond.methods.dsa import (
     class_gradient_distance,

@@ -26,7 +26,7 @@ from gencond.losses.codebook import (
     inter_class_loss,
     intra_class_loss,
 )
-from gencond.methods.codebook import CodebookConfig, initialise_from, train_codebook
+from gencond.methods.codebook import CodebookConfig, initialise_from, nested_losses, train_codebook
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models.codebook import CodebookGenerator, FeatureDiscriminator
 from gencond.serve import GeneratorDataset, sample_set
@@ -257,3 +257,16 @@ def test_scripts_train_needs_a_generator_method(capsys):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "dm"], capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "METHOD is one of codebook, dim" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_nested_losses_average_the_full_set_with_one_prefix_or_every_prefix():
+    def losses(n):
+        return {"x": torch.tensor(float(n)), "y": torch.tensor(10.0 * n)}
+
+    every = nested_losses(losses, 4, "all", torch.Generator().manual_seed(0))
+    assert every["x"].item() == 2.5 and every["y"].item() == 25.0  # mean of 1..4
+    drawn = int(torch.randint(1, 4, (1,), generator=torch.Generator().manual_seed(3)))
+    one = nested_losses(losses, 4, "random", torch.Generator().manual_seed(3))
+    assert one["x"].item() == (4 + drawn) / 2 and 1 <= drawn <= 3
+    with pytest.raises(GencondError, match="nested_prefixes"):
+        replace(TINY, nested_prefixes="some").check()

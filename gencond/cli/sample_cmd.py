@@ -6,10 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
-from gencond.artifacts import load_generator
+from gencond.artifacts import ConditionalGenerator, load_generator
+from gencond.artifacts.condensed import check_compatible
 from gencond.cli import command
 from gencond.errors import GencondError
-from gencond.serve import sample_set
+from gencond.methods.coresets import SelectionConfig, embedding_network
+from gencond.serve import CANDIDATE_RULES, Selector, sample_set
+from gencond.serve.candidates import check_candidates
 from gencond.serve.export import FORMATS, write_sampled
 from gencond.training.networks import resolve_device
 
@@ -30,17 +33,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same images")
     parser.add_argument("--classes", type=int, nargs="+", help="class indices to draw (default: all)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--candidates", type=int, default=1, metavar="M",
+                        help="draw M x INPC images per class and keep INPC of them by --rule (1 = no selection)")
+    parser.add_argument("--rule", default="herding", help=f"candidate selection rule: {', '.join(CANDIDATE_RULES)}")
+    parser.add_argument("--selector-epochs", type=int, default=SelectionConfig.embed_epochs,
+                        help="epochs the selection network (the coresets' ConvNet) trains on the real training split")
+    parser.add_argument("--data-root", help="where the generator's dataset lives (default: as in its training config)")
     parser.add_argument("--device", default="auto")
+
+
+def real_data_selector(generator: ConditionalGenerator, epochs: int, data_root: str | None, device: str,
+                       seed: int) -> Selector:
+    """The coresets' embedding network, trained on the real training split of the dataset
+    the generator was trained on (read from its training config)."""
+    training = generator.metadata.get("training", {})
+    if "dataset" not in training:
+        raise GencondError("the generator's config names no training dataset: candidate selection needs its real data")
+    cfg = SelectionConfig(dataset=training["dataset"], data_root=data_root or training.get("data_root", "data"),
+                          image_size=training.get("image_size", 0), download=training.get("download", False), embed_epochs=epochs, device=device, seed=seed)
+    cfg.check()
+    splits = cfg.load_splits()
+    check_compatible(generator.info, splits.info, "the generator")
+    start = time.perf_counter()
+    net = embedding_network(splits.train, cfg, seed)
+    seconds = time.perf_counter() - start
+    print(f"selection network: {cfg.embed_net} trained {epochs} epoch(s) on {len(splits.train)} real images of "
+          f"{splits.info.name} in {seconds:.1f} s")
+    return Selector(net, {"network": cfg.embed_net, "trained_on": f"{splits.info.name} training split",
+                          "images": len(splits.train), "epochs": epochs, "seed": seed, "train_seconds": round(seconds, 2)})
 
 
 @command("sample", help="draw INPC images per class from a generator (ImageFolder PNGs or a condensed set file)",
          add_arguments=add_arguments)
 def run(args: argparse.Namespace) -> None:
     generator = load_generator(args.checkpoint or default_checkpoint(), resolve_device(args.device))
+    check_candidates(args.candidates, args.rule, None, need_selector=False)
+    if args.selector_epochs < 0:
+        raise GencondError(f"--selector-epochs must be >= 0, got {args.selector_epochs}")
+    selector = real_data_selector(generator, args.selector_epochs, args.data_root, args.device, args.seed) \
+        if args.candidates > 1 else None
     start = time.perf_counter()
-    condensed = sample_set(generator, args.inpc, args.seed, args.classes, args.batch_size)
+    condensed = sample_set(generator, args.inpc, args.seed, args.classes, args.batch_size, args.candidates, args.rule,
+                           selector)
     seconds = time.perf_counter() - start
     out = args.out or Path("samples") / f"inpc{args.inpc}"
     path = write_sampled(condensed, out, args.format)
-    print(f"{len(condensed)} images ({args.inpc} per class, {len(set(condensed.labels.tolist()))} classes) "
+    kept = f", kept by {args.rule} from {args.candidates}x as many" if args.candidates > 1 else ""
+    print(f"{len(condensed)} images ({args.inpc} per class, {len(set(condensed.labels.tolist()))} classes{kept}) "
           f"generated in {seconds:.2f} s ({len(condensed) / max(seconds, 1e-9):.0f} images/s), written to {path}")

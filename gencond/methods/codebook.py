@@ -24,13 +24,14 @@ over the epochs; class-feature conditioning (Table 6; ``one_hot`` and
 paper is silent are the config's defaults, each with its reason in the field's help.
 
 Beyond the paper, ``nested``: every step also applies the losses to the first n codes
-(n drawn from 1..K-1), so that the first n codes of one codebook form a good n-per-class
+(one n drawn from 1..K-1, or every n: ``nested_prefixes``), so that the first n codes of one codebook form a good n-per-class
 set for every n <= K; beyond K the generator draws codes around the learned ones (see
 :mod:`gencond.models.codebook`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ from gencond.training.networks import (
 )
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
+NESTED_PREFIXES = ("random", "all")
 
 
 @dataclass
@@ -113,7 +115,9 @@ class CodebookConfig(GeneratorConfig):
     margin: float = field(default=1.0, metadata={
         "help": "tau_m of L_inter on unit features (silent; orthogonal class means of spread samples lie ~1.1-1.4 apart)"})
     soft_labels: bool = field(default=False, metadata={"help": "L_c on the feature net's class-mean softmax (paper: ImageNet-1K only)"})
-    nested: bool = field(default=False, metadata={"help": "also apply the losses to a random prefix of the codes (beyond the paper)"})
+    nested: bool = field(default=False, metadata={"help": "also apply the losses to prefixes of the codes (beyond the paper)"})
+    nested_prefixes: str = field(default="random", metadata={
+        "help": "random: the full set and one random prefix n < K, averaged; all: every prefix 1..K, averaged"})
 
     def check(self) -> None:
         super().check()
@@ -127,6 +131,8 @@ class CodebookConfig(GeneratorConfig):
             raise GencondError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.class_embedding not in CLASS_EMBEDDINGS:
             raise GencondError(f"unknown class_embedding {self.class_embedding!r}; choose one of {', '.join(CLASS_EMBEDDINGS)}")
+        if self.nested_prefixes not in NESTED_PREFIXES:
+            raise GencondError(f"unknown nested_prefixes {self.nested_prefixes!r}; choose one of {', '.join(NESTED_PREFIXES)}")
         if min(self.gan_weight, self.feature_weight, self.intra_weight, self.inter_weight) < 0:
             raise GencondError("loss weights must be >= 0")
         if self.temperature <= 0:
@@ -386,10 +392,10 @@ class CodebookTrainer(GeneratorTrainer):
         raw_disc.requires_grad_(False)
         with acc.no_sync(self.disc):  # the discriminator is only a loss here
             f = self.features(ctx, self.step_classes(ctx.rng))
-            parts = self.condensation_losses(f, k)
             if cfg.nested and k > 1:
-                prefix = self.condensation_losses(f, int(torch.randint(1, k, (1,), generator=ctx.rng)))
-                parts = {name: (value + prefix[name]) / 2 for name, value in parts.items()}
+                parts = nested_losses(lambda n: self.condensation_losses(f, n), k, cfg.nested_prefixes, ctx.rng)
+            else:
+                parts = self.condensation_losses(f, k)
             self.opt_g.zero_grad(set_to_none=True)
             acc.backward(sum(parts.values()))
         self.opt_g.step()
@@ -444,6 +450,16 @@ class CodebookTrainer(GeneratorTrainer):
         self.accelerator.backward(parts["loss"])
         self.opt_d.step()
         return {("d_loss" if name == "loss" else name): value.detach() for name, value in parts.items()}
+
+
+def nested_losses(losses: Callable[[int], dict[str, torch.Tensor]], codes: int, prefixes: str,
+                  rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """L_con averaged over nested prefixes of a K-code codebook: ``random``, the full set
+    and one prefix n drawn from 1..K-1; ``all``, every prefix 1..K, so the first code
+    weighs in K terms (as Matryoshka representation learning sums over nested sizes)."""
+    sizes = [codes, int(torch.randint(1, codes, (1,), generator=rng))] if prefixes == "random" else range(1, codes + 1)
+    parts = [losses(n) for n in sizes]
+    return {name: sum(p[name] for p in parts) / len(parts) for name in parts[0]}
 
 
 def train_codebook(cfg: CodebookConfig, resume: bool = False) -> Path:

@@ -2,15 +2,10 @@
 
 Every selection method is ``fn(images, ipc, seed, cfg) -> dataset indices`` (grouped by
 class, ``ipc`` per class), with ``cfg`` a :class:`SelectionConfig` or None for its
-defaults. Herding, k-center and KMeans-emb work in the embedding (the features before
-the linear head) of a ConvNet trained on the data, as DC-BENCH does; random needs none.
-
-- herding (Welling 2009; as in the DM paper's baseline and IDC's code): greedily add the
-  image that brings the mean of the chosen embeddings closest to the class mean;
-- k-center (Sener & Savarese 2018): start from a random image of the class, then
-  repeatedly add the image farthest (L2) from everything chosen so far;
-- KMeans-emb (DC-BENCH): k-means with k = IPC in the embedding space of each class,
-  initialised from random images of the class, then the real image nearest each centre.
+defaults. Herding, k-center and KMeans-emb (the rules of :mod:`gencond.data.selection`)
+work in the embedding (the features before the linear head) of a ConvNet trained on the
+data, as DC-BENCH does; random needs none. The same trained network is the selection
+network of candidate selection at serving time (:func:`embedding_network`).
 """
 
 from __future__ import annotations
@@ -19,9 +14,11 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from gencond.data.base import ImageSet
 from gencond.data.sampler import check_ipc, random_subset
+from gencond.data.selection import herding_positions, kcenter_positions, kmeans_positions
 from gencond.errors import GencondError
 from gencond.methods._registry import register_method
 from gencond.methods.base import CondenseConfig
@@ -70,14 +67,21 @@ def class_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[
     return cache[key]
 
 
-def _compute_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def embedding_network(images: ImageSet, cfg: SelectionConfig, seed: int) -> nn.Module:
+    """The network whose embedding the selection rules use: ``cfg.embed_net`` initialised
+    from ``seed`` and trained ``embed_epochs`` on ``images``; in eval mode on ``cfg.device``."""
     info, device = images.info, resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_network(cfg.embed_net, info.num_classes, info.channels, info.image_size)
     if cfg.embed_epochs:
         train_network(net, IndexedData.from_image_set(images), TrainConfig(epochs=cfg.embed_epochs), device, seed)
-    net.to(device).eval()
+    return net.to(device).eval()
+
+
+def _compute_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    net = embedding_network(images, cfg, seed)
+    device = next(net.parameters()).device
     order = torch.argsort(images.labels, stable=True)
     per_class = []
     with torch.no_grad():
@@ -94,66 +98,6 @@ def _select_per_class(images: ImageSet, ipc: int, seed: int, cfg: SelectionConfi
     generator = torch.Generator().manual_seed(seed)
     chosen = [indices[pick(features, ipc, generator)] for indices, features in class_embeddings(images, cfg, seed)]
     return torch.cat(chosen)
-
-
-# --- the selection rules, on one class's embeddings (N, D) ---
-
-
-def herding_positions(features: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Greedy mean matching: at step t pick the unchosen x minimising
-    || mu - (S + x) / t ||, i.e. || t mu - S - x ||, where S sums the chosen embeddings."""
-    mu = features.mean(0)
-    chosen = torch.zeros(len(features), dtype=torch.bool)
-    total = torch.zeros_like(mu)
-    picks = []
-    for t in range(1, k + 1):
-        distance = (t * mu - total - features).norm(dim=1).masked_fill(chosen, float("inf"))
-        i = int(distance.argmin())
-        picks.append(i)
-        chosen[i] = True
-        total += features[i]
-    return torch.tensor(picks)
-
-
-def kcenter_positions(features: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Greedy k-center: a random first centre, then the point farthest from all centres."""
-    picks = [int(torch.randint(len(features), (1,), generator=generator))]
-    nearest = (features - features[picks[0]]).norm(dim=1)
-    for _ in range(k - 1):
-        i = int(nearest.argmax())
-        picks.append(i)
-        nearest = torch.minimum(nearest, (features - features[i]).norm(dim=1))
-    return torch.tensor(picks)
-
-
-def kmeans(features: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 300, tol: float = 1e-4) -> torch.Tensor:
-    """Lloyd's k-means from k random points; returns the (k, D) centres. A centre that
-    loses all its points keeps its place. Stops when no centre moves more than ``tol``
-    times the mean feature variance (sklearn's criterion)."""
-    centres = features[torch.randperm(len(features), generator=generator)[:k]].clone()
-    threshold = tol * float(features.var(0).mean())
-    for _ in range(iterations):
-        assign = torch.cdist(features, centres).argmin(1)
-        sums = torch.zeros_like(centres).index_add_(0, assign, features)
-        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
-        updated = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
-        shift = float(((updated - centres) ** 2).sum(1).max())
-        centres = updated
-        if shift <= threshold:
-            break
-    return centres
-
-
-def kmeans_positions(features: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 300) -> torch.Tensor:
-    """The real point nearest each k-means centre, each point used once."""
-    distance = torch.cdist(kmeans(features, k, generator, iterations), features)
-    picks = []
-    for row in distance:  # k rows: a later centre skips points already taken
-        row = row.clone()
-        if picks:
-            row[torch.tensor(picks)] = float("inf")
-        picks.append(int(row.argmin()))
-    return torch.tensor(picks)
 
 
 @register_method("herding", kind="selection", config=SelectionConfig)

@@ -4,9 +4,13 @@
 - :class:`GeneratorDataset` is a map-style torch Dataset of INPC x C (image, label) pairs,
   generated lazily in batches; with ``fresh=True`` it draws new noise every epoch;
 - :class:`FreshSamples` is the training data of DiM's deployment protocol (new samples
-  every step, the same number of images per epoch).
+  every step, the same number of images per epoch);
+- :class:`Selector` and the rules of ``CANDIDATE_RULES`` (herding, kcenter, kmeans,
+  confidence) keep INPC of M x INPC draws per class (``candidates=M``).
 """
 
+from gencond.serve.candidates import CANDIDATE_RULES, Selector, register_candidate_rule
 from gencond.serve.sampling import FreshSamples, GeneratorDataset, class_list, sample_set
 
-__all__ = ["FreshSamples", "GeneratorDataset", "class_list", "sample_set"]
+__all__ = ["CANDIDATE_RULES", "FreshSamples", "GeneratorDataset", "Selector", "class_list",
+           "register_candidate_rule", "sample_set"]

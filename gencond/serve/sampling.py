@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from gencond.artifacts import CondensedSet
 from gencond.artifacts.generator import ConditionalGenerator
 from gencond.errors import GencondError
+from gencond.serve.candidates import Selector, check_candidates, select_candidates
 
 
 def class_list(generator: ConditionalGenerator, classes: Sequence[int] | None) -> torch.Tensor:
@@ -50,17 +51,28 @@ def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, l
 
 
 def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
-               batch_size: int = 500) -> CondensedSet:
+               batch_size: int = 500, candidates: int = 1, rule: str = "herding",
+               selector: Selector | None = None) -> CondensedSet:
     """Exactly ``inpc`` images of each class, grouped by class: the images at positions
     0..inpc-1 of every class's set (a codebook generator's first codes; noise for DiM).
     The latents of the whole set are drawn at once from ``seed``, so the same seed gives
-    the same images whatever the batch size or device."""
+    the same images whatever the batch size or device.
+
+    With ``candidates`` M > 1, positions 0..M*inpc-1 are drawn and ``rule`` keeps
+    ``inpc`` of them per class in ``selector``'s embedding (:mod:`gencond.serve.candidates`);
+    the set's config records M, the rule and the selector's description."""
     _check_inpc(inpc)
+    check_candidates(candidates, rule, selector)
     chosen = class_list(generator, classes)
-    labels = chosen.repeat_interleave(inpc)
-    latents = seeded_latents(generator, class_slots(len(chosen), inpc), len(labels), seed)
+    drawn = inpc * candidates
+    labels = chosen.repeat_interleave(drawn)
+    latents = seeded_latents(generator, class_slots(len(chosen), drawn), len(labels), seed)
     images = generate_in_batches(generator, labels, latents, batch_size)
     config = {"inpc": inpc, "seed": seed, "generator": generator.metadata.get("generator", {})}
+    if candidates > 1:
+        keep = select_candidates(images, labels, inpc, rule, selector, seed, batch_size)
+        images, labels = images[keep], labels[keep]
+        config["candidates"] = {"per_kept_image": candidates, "rule": rule, "selector": selector.description}
     return CondensedSet(images, labels, generator.info, method=f"{generator.architecture} sample", config=config)
 
 
@@ -71,14 +83,20 @@ class GeneratorDataset(Dataset):
     images are fixed by ``seed`` (a condensed set you never had to store); with
     ``fresh=True`` every epoch draws new latents: call :meth:`set_epoch` as with a
     ``DistributedSampler``, or let the dataset advance by itself once every item of the
-    current epoch has been read (single-process loading).
+    current epoch has been read (single-process loading). ``candidates``, ``rule`` and
+    ``selector`` choose a fixed set among more draws, as :func:`sample_set` does (the
+    chosen set is generated once, up front).
     """
 
     def __init__(self, generator: ConditionalGenerator, inpc: int, seed: int = 0, fresh: bool = False,
-                 classes: Sequence[int] | None = None, batch_size: int = 256):
+                 classes: Sequence[int] | None = None, batch_size: int = 256, candidates: int = 1,
+                 rule: str = "herding", selector: Selector | None = None):
         _check_inpc(inpc)
         if batch_size <= 0:
             raise GencondError(f"batch size must be positive, got {batch_size}")
+        check_candidates(candidates, rule, selector)
+        if candidates > 1 and fresh:
+            raise GencondError("candidate selection serves fixed sets; fresh=True draws new images every epoch")
         self.generator, self.inpc, self.seed, self.fresh = generator, inpc, seed, fresh
         chosen = class_list(generator, classes)
         self.labels = chosen.repeat_interleave(inpc)
@@ -87,6 +105,9 @@ class GeneratorDataset(Dataset):
         self.epoch, self._served = 0, 0
         self._blocks: dict[int, torch.Tensor] = {}
         self._latents = self._epoch_latents()
+        if candidates > 1:
+            kept = sample_set(generator, inpc, seed, classes, batch_size, candidates, rule, selector).images
+            self._blocks = dict(enumerate(kept.split(batch_size)))
 
     def _epoch_latents(self) -> torch.Tensor:
         """Latents of every item for the current epoch (fixed: epoch 0 always, at the
