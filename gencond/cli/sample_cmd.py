@@ -50,7 +50,8 @@ def real_data_selector(generator: ConditionalGenerator, epochs: int, data_root: 
     if "dataset" not in training:
         raise GencondError("the generator's config names no training dataset: candidate selection needs its real data")
     cfg = SelectionConfig(dataset=training["dataset"], data_root=data_root or training.get("data_root", "data"),
-                          image_size=training.get("image_size", 0), download=training.get("download", False), embed_epochs=epochs, device=device, seed=seed)
+                          image_size=training.get("image_size", 0), download=training.get("download", False),
+                          embed_epochs=epochs, device=device, seed=seed)
     cfg.check()
     splits = cfg.load_splits()
     check_compatible(generator.info, splits.info, "the generator")

@@ -188,7 +188,7 @@ def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], d
     lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs]
              + [extra.get((name, ipc), {}).get(column, "-") for column in extra_names] for name, ipc in keys]
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
-    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))
+    fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))  # noqa: E731
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule] + [fmt(row) for row in lines])
 

@@ -24,8 +24,8 @@ over the epochs; class-feature conditioning (Table 6; ``one_hot`` and
 paper is silent are the config's defaults, each with its reason in the field's help.
 
 Beyond the paper, ``nested``: every step also applies the losses to the first n codes
-(one n drawn from 1..K-1, or every n: ``nested_prefixes``), so that the first n codes of one codebook form a good n-per-class
-set for every n <= K; beyond K the generator draws codes around the learned ones (see
+(one n drawn from 1..K-1, or every n: ``nested_prefixes``), so that the first n codes of
+one codebook form a good n-per-class set for every n <= K; beyond K the generator draws codes around the learned ones (see
 :mod:`gencond.models.codebook`).
 """
 

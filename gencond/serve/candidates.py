@@ -81,8 +81,11 @@ def select_candidates(images: torch.Tensor, labels: torch.Tensor, n: int, rule: 
                       seed: int, batch_size: int = 500) -> torch.Tensor:
     """Positions of the kept images: ``n`` per class of ``images`` (normalized, grouped by
     class as ``labels`` says), chosen by ``rule`` in ``selector``'s embedding; class-major,
-    each class's positions in the order the rule chose them."""
-    net = selector.net.eval()
+    each class's positions in the order the rule chose them. The network runs in eval mode
+    and is returned to its previous mode."""
+    net = selector.net
+    was_training = net.training
+    net.eval()
     device = next(net.parameters()).device
     features, confidence = [], []
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
@@ -90,6 +93,7 @@ def select_candidates(images: torch.Tensor, labels: torch.Tensor, n: int, rule: 
         features.append(net.forward_head(hidden, pre_logits=True).float().cpu())
         probabilities = net.forward_head(hidden).float().softmax(1).cpu()
         confidence.append(probabilities.gather(1, y.view(-1, 1)).squeeze(1))
+    net.train(was_training)
     features, confidence = torch.cat(features), torch.cat(confidence)
     generator = torch.Generator().manual_seed(seed + 1)  # apart from the latents' stream
     kept = []
