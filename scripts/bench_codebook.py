@@ -84,9 +84,12 @@ def train_generator(method: str, cfg, reuse: bool) -> dict:
         start = time.perf_counter()
         get_method(method).fn(cfg)
         (out / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    if not (out / "bench_seconds.json").is_file():
+        raise SystemExit(f"--reuse: {out} has a generator but no bench_seconds.json (not trained by this "
+                         "benchmark, so its training seconds are unknown); remove the folder or run without --reuse")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {"folder": out / "generator", "train_seconds": round(json.loads((out / "bench_seconds.json").read_text())["seconds"], 1),
-            "generator_steps": sum(r["steps"] for r in log),
+            "epoch_seconds": round(sum(r["seconds"] for r in log), 1), "generator_steps": sum(r["steps"] for r in log),
             "artifact_bytes": (out / "generator" / "model.safetensors").stat().st_size}
 
 
@@ -109,14 +112,25 @@ def equal_cost_variants(codebook_name: str, codebook: CodebookConfig, trained: d
     epoch capped), and the codebook retrained for DiM's training seconds (epochs from its
     measured seconds per epoch) unless its own schedule is already within 10 % of them."""
     steps = max(1, round(trained[codebook_name]["generator_steps"] / (dim.gan_epochs + dim.match_epochs)))
+    natural = trained[DIM]["generator_steps"] / (dim.gan_epochs + dim.match_epochs)
+    if steps >= natural:
+        print(f"warning: the codebook's {steps} steps per DiM epoch are not fewer than DiM's own "
+              f"{natural:.0f}; '{DIM} @ codebook steps' repeats DiM's schedule")
     variants = {f"{DIM} @ codebook steps": (DiMConfig, dim, {"steps_per_epoch": steps})}
-    seconds_per_epoch = trained[codebook_name]["train_seconds"] / codebook.epochs
-    epochs = max(1, round(trained[DIM]["train_seconds"] / seconds_per_epoch))
+    epochs = max(1, round(equal_time_epochs(trained[codebook_name], codebook.epochs, trained[DIM]["train_seconds"])))
     if abs(epochs - codebook.epochs) > 0.1 * codebook.epochs:
         variants[f"{codebook_name} @ DiM time"] = (CodebookConfig, codebook, {"epochs": epochs})
     else:
         print(f"{codebook_name}: {codebook.epochs} epochs are within 10 % of DiM's training time ({epochs} epochs); not retrained")
     return {name: with_output(cls, cfg, name, o, work) for name, (cls, cfg, o) in variants.items()}
+
+
+def equal_time_epochs(run: dict, epochs: int, seconds: float) -> float:
+    """Epochs that make ``run``'s method train for ``seconds`` in all: its fixed cost (the
+    feature network's pretraining, class features, export: total minus the logged epoch
+    seconds) once, then its measured seconds per epoch."""
+    fixed = run["train_seconds"] - run["epoch_seconds"]
+    return (seconds - fixed) / (run["epoch_seconds"] / epochs)
 
 
 def served_inpcs(cfg: CodebookConfig | DiMConfig, inpcs: list[int]) -> list[int]:

@@ -2,6 +2,7 @@
 generator and its latents, training end to end at a tiny size, resume, serving, and the
 one-line errors."""
 
+import importlib.util
 import json
 import math
 import os
@@ -270,3 +271,11 @@ def test_nested_losses_average_the_full_set_with_one_prefix_or_every_prefix():
     assert one["x"].item() == (4 + drawn) / 2 and 1 <= drawn <= 3
     with pytest.raises(GencondError, match="nested_prefixes"):
         replace(TINY, nested_prefixes="some").check()
+
+
+def test_equal_time_epochs_counts_the_fixed_cost_once():
+    spec = importlib.util.spec_from_file_location("bench_codebook", ROOT / "scripts" / "bench_codebook.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # 100 s in all, 60 s of them in 6 logged epochs: 40 s fixed, 10 s per epoch.
+    assert bench.equal_time_epochs({"train_seconds": 100.0, "epoch_seconds": 60.0}, 6, 240.0) == 20.0
