@@ -163,6 +163,8 @@ def main() -> None:
                         help="codebooks to train, as overrides of --config (default: the nested, K=1, K=10 and ablation set)")
     parser.add_argument("--dm-config", help="DM config: also condense DM pixel sets at every --inpc")
     parser.add_argument("--dim-config", help="DiM config: also train DiM, and both at the other's cost")
+    parser.add_argument("--skip-equal-cost", action="store_true",
+                        help="with --dim-config, train and evaluate DiM but not the equal-cost retrainings")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--fresh", nargs="*", default=["nested K=10", DIM],
                         help="generators also evaluated under the fresh protocol")
@@ -189,7 +191,8 @@ def main() -> None:
         configs[DIM] = with_output(DiMConfig, config_from_dict(DiMConfig, load_yaml(args.dim_config), args.dim_config), DIM, {}, work)
         trained[DIM] = train_generator("dim", configs[DIM], args.reuse)
         first = next(iter(overrides))
-        for name, c in equal_cost_variants(first, configs[first], trained, configs[DIM], work).items():
+        equal_cost = {} if args.skip_equal_cost else equal_cost_variants(first, configs[first], trained, configs[DIM], work)
+        for name, c in equal_cost.items():
             configs[name] = c
             trained[name] = train_generator("codebook" if isinstance(c, CodebookConfig) else "dim", c, args.reuse)
 

@@ -4,7 +4,8 @@ One file holds
 
 - ``images``: float32 (N, C, H, W) in the dataset's normalized space (pixel-space
   methods optimise there, so values may leave the [0, 1] range of real images);
-- ``labels``: int64 (N,), and optionally ``soft_labels``: float32 (N, num_classes);
+- ``labels``: int64 (N,), and optionally ``soft_labels``: float32 (N, num_classes), a
+  teacher's logits of each image (the set's config names the teacher);
 - ``factor``: the multi-formation factor f (IDC): each stored image decodes into f^2
   training images (:mod:`gencond.data.formation`); 1 for every other method;
 - metadata: the dataset description (name, channels, size, class names, normalization),
@@ -46,17 +47,22 @@ class CondensedSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
-    def targets(self) -> torch.Tensor:
-        """What a network is trained to predict: soft labels when present, else labels."""
-        return self.soft_labels if self.soft_labels is not None else self.labels
+    def targets(self, soft: bool = False) -> torch.Tensor:
+        """What a network is trained to predict: the labels, or (``soft``) the stored
+        teacher logits, which a set sampled without a teacher does not have."""
+        if not soft:
+            return self.labels
+        if self.soft_labels is None:
+            raise GencondError(f"soft labels asked of a {self.method} set without a teacher's soft_labels "
+                               "(sample it with a teacher: gencond sample --soft-labels)")
+        return self.soft_labels
 
-    def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def decoded(self, soft: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(training images, targets): the stored images decoded by multi-formation when
-        ``factor`` > 1, with their targets repeated to match."""
+        ``factor`` > 1, with their targets (see :meth:`targets`) repeated to match."""
         from gencond.data.formation import decode, decode_labels, grey_pad
 
-        return decode(self.images, self.factor, grey_pad(self.info)), decode_labels(self.targets, self.factor)
+        return decode(self.images, self.factor, grey_pad(self.info)), decode_labels(self.targets(soft), self.factor)
 
     def images_per_class(self) -> torch.Tensor:
         """Stored images per class (the pixel budget; IDC trains on f^2 times as many)."""

@@ -11,10 +11,10 @@ from gencond.artifacts.condensed import check_compatible
 from gencond.cli import command
 from gencond.errors import GencondError
 from gencond.methods.coresets import SelectionConfig, embedding_network
-from gencond.serve import CANDIDATE_RULES, Selector, sample_set
+from gencond.serve import CANDIDATE_RULES, sample_set
 from gencond.serve.candidates import check_candidates
 from gencond.serve.export import FORMATS, write_sampled
-from gencond.training.networks import resolve_device
+from gencond.training.networks import ReferenceNetwork, resolve_device
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dim_digits"
 
@@ -38,17 +38,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule", default="herding", help=f"candidate selection rule: {', '.join(CANDIDATE_RULES)}")
     parser.add_argument("--selector-epochs", type=int, default=SelectionConfig.embed_epochs,
                         help="epochs the selection network (the coresets' ConvNet) trains on the real training split")
+    parser.add_argument("--soft-labels", action="store_true",
+                        help="also store a teacher's logits of every image as soft_labels (not with --format png)")
+    parser.add_argument("--teacher-epochs", type=int, default=10,
+                        help="epochs the teacher (ConvNet) trains on the real training split")
     parser.add_argument("--data-root", help="where the generator's dataset lives (default: as in its training config)")
     parser.add_argument("--device", default="auto")
 
 
-def real_data_selector(generator: ConditionalGenerator, epochs: int, data_root: str | None, device: str,
-                       seed: int) -> Selector:
-    """The coresets' embedding network, trained on the real training split of the dataset
-    the generator was trained on (read from its training config)."""
+def real_data_reference(generator: ConditionalGenerator, role: str, epochs: int, data_root: str | None, device: str,
+                        seed: int) -> ReferenceNetwork:
+    """The coresets' embedding network (the selection network or the teacher: ``role``),
+    trained on the real training split of the dataset the generator was trained on (read
+    from its training config)."""
     training = generator.metadata.get("training", {})
     if "dataset" not in training:
-        raise GencondError("the generator's config names no training dataset: candidate selection needs its real data")
+        raise GencondError(f"the generator's config names no training dataset: the {role} needs its real data")
     cfg = SelectionConfig(dataset=training["dataset"], data_root=data_root or training.get("data_root", "data"),
                           image_size=training.get("image_size", 0), download=training.get("download", False),
                           embed_epochs=epochs, device=device, seed=seed)
@@ -58,9 +63,9 @@ def real_data_selector(generator: ConditionalGenerator, epochs: int, data_root: 
     start = time.perf_counter()
     net = embedding_network(splits.train, cfg, seed)
     seconds = time.perf_counter() - start
-    print(f"selection network: {cfg.embed_net} trained {epochs} epoch(s) on {len(splits.train)} real images of "
+    print(f"{role}: {cfg.embed_net} trained {epochs} epoch(s) on {len(splits.train)} real images of "
           f"{splits.info.name} in {seconds:.1f} s")
-    return Selector(net, {"network": cfg.embed_net, "trained_on": f"{splits.info.name} training split",
+    return ReferenceNetwork(net, {"network": cfg.embed_net, "trained_on": f"{splits.info.name} training split",
                           "images": len(splits.train), "epochs": epochs, "seed": seed, "train_seconds": round(seconds, 2)})
 
 
@@ -69,16 +74,23 @@ def real_data_selector(generator: ConditionalGenerator, epochs: int, data_root: 
 def run(args: argparse.Namespace) -> None:
     generator = load_generator(args.checkpoint or default_checkpoint(), resolve_device(args.device))
     check_candidates(args.candidates, args.rule, None, need_selector=False)
-    if args.selector_epochs < 0:
-        raise GencondError(f"--selector-epochs must be >= 0, got {args.selector_epochs}")
-    selector = real_data_selector(generator, args.selector_epochs, args.data_root, args.device, args.seed) \
-        if args.candidates > 1 else None
+    if args.selector_epochs < 0 or args.teacher_epochs < 0:
+        raise GencondError(f"--selector-epochs and --teacher-epochs must be >= 0, got {args.selector_epochs}, "
+                           f"{args.teacher_epochs}")
+    if args.soft_labels and args.format == "png":
+        raise GencondError("--soft-labels needs a condensed set file (--format safetensors, npz or pt): "
+                           "PNG folders cannot hold them")
+    selector = real_data_reference(generator, "selection network", args.selector_epochs, args.data_root, args.device,
+                                   args.seed) if args.candidates > 1 else None
+    teacher = real_data_reference(generator, "teacher", args.teacher_epochs, args.data_root, args.device,
+                                  args.seed) if args.soft_labels else None
     start = time.perf_counter()
     condensed = sample_set(generator, args.inpc, args.seed, args.classes, args.batch_size, args.candidates, args.rule,
-                           selector)
+                           selector, teacher)
     seconds = time.perf_counter() - start
     out = args.out or Path("samples") / f"inpc{args.inpc}"
     path = write_sampled(condensed, out, args.format)
     kept = f", kept by {args.rule} from {args.candidates}x as many" if args.candidates > 1 else ""
+    kept += ", with the teacher's soft labels" if teacher is not None else ""
     print(f"{len(condensed)} images ({args.inpc} per class, {len(set(condensed.labels.tolist()))} classes{kept}) "
           f"generated in {seconds:.2f} s ({len(condensed) / max(seconds, 1e-9):.0f} images/s), written to {path}")

@@ -107,12 +107,26 @@ class LazyImageSet(ImageSet):
         return self.info.normalize(pixels.float().div_(255))
 
 
+class SubsetImageSet(ImageSet):
+    """The images of ``base`` at ``indices`` (a view: nothing is copied)."""
+
+    def __init__(self, base: ImageSet, indices: torch.Tensor):
+        self.base, self.indices = base, indices.long()
+        self.info, self.labels = base.info, base.labels[self.indices]
+
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.base.images(self.indices[indices])
+
+
 @dataclass
 class DatasetSplits:
-    """The training and test split of one dataset."""
+    """The training and test split of one dataset, and optionally a validation split
+    carved from the training data (:func:`gencond.data.sampler.carve_validation`): what
+    model selection may read, since the test split is read only by the final evaluation."""
 
     train: ImageSet
     test: ImageSet
+    validation: ImageSet | None = None
 
     @property
     def info(self) -> DatasetInfo:

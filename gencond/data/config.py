@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gencond.data.base import DatasetSplits
 from gencond.data.registry import DEFAULT_DATASET, load_dataset
+from gencond.data.sampler import carve_validation
 
 
 @dataclass
@@ -18,6 +19,14 @@ class DataConfig:
     download: bool = field(default=False, metadata={"help": "allow torchvision to download the dataset"})
     image_size: int = field(default=0, metadata={"help": "ImageFolder datasets only (0 = the dataset's default)"})
     seed: int = 0
+    validation_per_class: int = field(default=0, metadata={"help": "training images per class held out as a validation "
+                                                                   "split for model selection (0 = none)"})
 
     def load_splits(self) -> DatasetSplits:
-        return load_dataset(self.dataset, self.data_root, self.download, self.image_size or None)
+        """The dataset's splits; with ``validation_per_class``, a validation split carved from
+        the training split (seeded by ``seed``) and the training split without it."""
+        splits = load_dataset(self.dataset, self.data_root, self.download, self.image_size or None)
+        if self.validation_per_class:
+            train, validation = carve_validation(splits.train, self.validation_per_class, self.seed)
+            splits = DatasetSplits(train, splits.test, validation)
+        return splits

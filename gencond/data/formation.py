@@ -46,8 +46,8 @@ def decode(images: torch.Tensor, factor: int, pad_value: torch.Tensor | float = 
 
 
 def decode_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
-    """Labels of :func:`decode`'s output."""
-    return labels.repeat(factor * factor)
+    """Labels (N,) or soft labels (N, C) of :func:`decode`'s output."""
+    return labels.repeat(factor * factor, *([1] * (labels.dim() - 1)))
 
 
 def encode(images: torch.Tensor, factor: int) -> torch.Tensor:

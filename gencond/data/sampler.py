@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gencond.data.base import ImageSet
+from gencond.data.base import ImageSet, SubsetImageSet
 from gencond.errors import GencondError
 
 
@@ -84,3 +84,16 @@ def random_subset(images: ImageSet, ipc: int, seed: int = 0) -> torch.Tensor:
     """Dataset indices of ``ipc`` random real images per class (seeded), grouped by class."""
     check_ipc(images, ipc)
     return ClassSampler(images, seed).indices(torch.arange(images.info.num_classes), ipc)
+
+
+def carve_validation(train: ImageSet, per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(training split without the validation images, validation split): ``per_class``
+    random images of every class (seeded) held out of ``train``; the two never overlap."""
+    counts = train.class_counts()
+    if per_class <= 0 or per_class >= int(counts.min()):
+        raise GencondError(f"a validation split of {per_class} images per class must be positive and leave training "
+                           f"images in every class (the smallest class of {train.info.name} has {int(counts.min())})")
+    held = random_subset(train, per_class, seed)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[held] = False
+    return SubsetImageSet(train, torch.nonzero(keep).squeeze(1)), SubsetImageSet(train, held)

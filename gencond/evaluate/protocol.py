@@ -1,6 +1,12 @@
-"""The train-on-synthetic protocol: for every training set, architecture and seed, train
-a freshly initialised network from scratch and test it on the real test split; report
-the mean and standard deviation over seeds of the final test accuracy."""
+"""The train-on-synthetic protocol: for every training set, architecture, label mode and
+seed, train a freshly initialised network from scratch and test it on the real test
+split; report the mean and standard deviation over seeds of the final test accuracy.
+
+Label modes: ``hard`` (class indices), ``soft`` (a teacher's logits of each training
+image: the set's stored ``soft_labels`` for a condensed set file, else the logits of a
+teacher network trained on the real training split) and ``relabel`` (that teacher labels
+every augmented view). Results of different label modes are separate columns, never one
+ranking."""
 
 from __future__ import annotations
 
@@ -19,17 +25,21 @@ from gencond.artifacts.condensed import check_compatible
 from gencond.config import config_to_dict
 from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_subset
 from gencond.errors import GencondError
-from gencond.models import create_network
+from gencond.models import check_architecture, create_network
 from gencond.serve import FreshSamples, sample_set
 from gencond.training.networks import (
     IndexedData,
+    TeacherLabelled,
     TrainConfig,
     TrainingData,
+    real_data_network,
     resolve_device,
+    test_accuracy,
     train_and_test,
 )
 
 FULL, RANDOM = "full", "random"
+LABEL_MODES = ("hard", "soft", "relabel")
 
 # A selection rule: (images, ipc, seed) -> dataset indices, ipc per class.
 Selector = Callable[[ImageSet, int, int], torch.Tensor]
@@ -49,6 +59,11 @@ class EvalConfig(DataConfig):
                                                   "(new samples every step, same count per epoch)"})
     ipc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class for selection"})
     arch: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "evaluation architecture(s)"})
+    labels: list[str] = field(default_factory=lambda: ["hard"],
+                              metadata={"help": "label modes: hard, soft (a teacher's logits per image), relabel "
+                                                "(the teacher labels every augmented view); one column each"})
+    teacher_arch: str = field(default="convnet3", metadata={"help": "the teacher of soft and relabel modes"})
+    teacher_epochs: int = field(default=10, metadata={"help": "epochs the teacher trains on the real training split"})
     seeds: int = field(default=3, metadata={"help": "number of seeds (from seed on): new network, order and subset each"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     json: str = field(default="", metadata={"help": "where to write the results (default results/eval-<dataset>.json)"})
@@ -62,6 +77,9 @@ class TrainingSet:
     name: str
     ipc: int | None
     make: Callable[[int], TrainingData]
+    soft: Callable[[int], TrainingData] | None = field(default=None, repr=False)
+    """The set's own soft labels (a condensed file's); None: the evaluator's teacher labels
+    ``make``'s images."""
 
 
 @dataclass
@@ -71,6 +89,12 @@ class RowResult:
     arch: str
     accuracies: list[float]
     train_seconds: list[float]
+    labels: str = "hard"
+
+    @property
+    def column(self) -> str:
+        """The results-table column: the architecture, and the label mode unless hard."""
+        return self.arch if self.labels == "hard" else f"{self.arch}, {self.labels} labels"
 
     @property
     def mean(self) -> float:
@@ -86,6 +110,7 @@ class RowResult:
             "training_set": self.name,
             "ipc": self.ipc,
             "arch": self.arch,
+            "labels": self.labels,
             "mean": round(self.mean, 3),
             "std": round(self.std, 3),
             "accuracies": [round(a, 3) for a in self.accuracies],
@@ -114,7 +139,8 @@ def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int], select: 
     return [TrainingSet(method, ipc, make(ipc)) for ipc in ipcs]
 
 
-def condensed_sets(splits: DatasetSplits, paths: list[str]) -> list[TrainingSet]:
+def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False) -> list[TrainingSet]:
+    """Condensed set files; with ``soft``, each must store soft labels (checked now)."""
     rows = []
     for path in paths:
         condensed = CondensedSet.load(path)
@@ -122,7 +148,9 @@ def condensed_sets(splits: DatasetSplits, paths: list[str]) -> list[TrainingSet]
         counts = condensed.images_per_class()
         ipc = int(counts.max()) if int(counts.min()) == int(counts.max()) else None
         data = IndexedData.from_condensed(condensed)
-        rows.append(TrainingSet(f"{condensed.method} ({Path(path).name})", ipc, lambda seed, d=data: d))
+        soft_data = IndexedData.from_condensed(condensed, soft=True) if soft else None
+        rows.append(TrainingSet(f"{condensed.method} ({Path(path).name})", ipc, lambda seed, d=data: d,
+                                None if soft_data is None else lambda seed, d=soft_data: d))
     return rows
 
 
@@ -152,38 +180,74 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     return rows
 
 
+def check_label_modes(labels: list[str]) -> None:
+    unknown = [m for m in labels if m not in LABEL_MODES]
+    if unknown or not labels:
+        raise GencondError(f"unknown label mode {unknown[0] if unknown else '(none)'!r}; "
+                           f"choose from {', '.join(LABEL_MODES)}")
+
+
+def labelled_data(training_set: TrainingSet, mode: str, seed: int, teacher: torch.nn.Module | None) -> TrainingData:
+    """The set's training data for one seed with the targets of label mode ``mode``."""
+    if mode == "soft":
+        return training_set.soft(seed) if training_set.soft else TeacherLabelled(training_set.make(seed), teacher)
+    return training_set.make(seed)
+
+
 def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,
                  cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print,
-                 first_seed: int = 0) -> list[RowResult]:
-    """Every training set x architecture x seed (``seeds`` of them from ``first_seed`` on)."""
+                 first_seed: int = 0, labels: list[str] = ("hard",),
+                 teacher: torch.nn.Module | None = None) -> list[RowResult]:
+    """Every training set x architecture x label mode x seed (``seeds`` of them from
+    ``first_seed`` on); ``teacher`` serves the soft and relabel modes."""
     info = splits.info
+    check_label_modes(list(labels))
+    if teacher is None and any(m != "hard" for m in labels):
+        raise GencondError("soft and relabel label modes need a teacher network")
     for arch in archs:  # unknown names fail before any training
         create_network(arch, info.num_classes, info.channels, info.image_size)
     results = []
     for training_set in sets:
         for arch in archs:
-            row = RowResult(training_set.name, training_set.ipc, arch, [], [])
-            for seed in range(first_seed, first_seed + seeds):
-                acc, seconds = train_and_test(
-                    lambda name=arch: create_network(name, info.num_classes, info.channels, info.image_size),
-                    training_set.make(seed), splits.test, cfg, device, seed,
-                )
-                row.accuracies.append(acc)
-                row.train_seconds.append(seconds)
-                log(f"  {training_set.name} ipc={training_set.ipc or 'all'} {arch} seed={seed}: "
-                    f"{acc:.2f}% ({seconds:.1f} s)")
-            results.append(row)
+            for mode in labels:
+                row = RowResult(training_set.name, training_set.ipc, arch, [], [], mode)
+                for seed in range(first_seed, first_seed + seeds):
+                    acc, seconds = train_and_test(
+                        lambda name=arch: create_network(name, info.num_classes, info.channels, info.image_size),
+                        labelled_data(training_set, mode, seed, teacher), splits.test, cfg, device, seed,
+                        teacher if mode == "relabel" else None,
+                    )
+                    row.accuracies.append(acc)
+                    row.train_seconds.append(seconds)
+                    log(f"  {training_set.name} ipc={training_set.ipc or 'all'} {row.column} seed={seed}: "
+                        f"{acc:.2f}% ({seconds:.1f} s)")
+                results.append(row)
     return results
+
+
+def evaluation_teacher(splits: DatasetSplits, cfg: EvalConfig, device: torch.device,
+                       log: Callable[[str], None] = print) -> tuple[torch.nn.Module | None, dict]:
+    """The teacher of the soft and relabel modes, trained on the real training split, and
+    its description (None, {} when every mode is hard)."""
+    if all(m == "hard" for m in cfg.labels):
+        return None, {}
+    start = time.perf_counter()
+    teacher = real_data_network(splits.train, cfg.teacher_arch, cfg.teacher_epochs, device, cfg.seed)
+    about = {"network": cfg.teacher_arch, "epochs": cfg.teacher_epochs, "trained_on": "the real training split",
+             "images": len(splits.train), "seed": cfg.seed, "train_seconds": round(time.perf_counter() - start, 2)}
+    log(f"teacher: {cfg.teacher_arch} trained {cfg.teacher_epochs} epoch(s) on {len(splits.train)} real training "
+        f"images in {about['train_seconds']:.1f} s")
+    return teacher, about
 
 
 def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], dict[str, str]] | None = None) -> str:
     """Rows: training set x IPC; columns: architecture, 'mean ± std (s per network)', then
     the ``extra`` columns given per (training set, IPC) (e.g. training cost), '-' where absent."""
     extra = extra or {}
-    archs = list(dict.fromkeys(r.arch for r in results))
+    archs = list(dict.fromkeys(r.column for r in results))
     extra_names = list(dict.fromkeys(column for columns in extra.values() for column in columns))
     keys = list(dict.fromkeys((r.name, r.ipc) for r in results))
-    cell = {(r.name, r.ipc, r.arch): f"{r.mean:6.2f} ± {r.std:4.2f} ({np.mean(r.train_seconds):.0f} s)" for r in results}
+    cell = {(r.name, r.ipc, r.column): f"{r.mean:6.2f} ± {r.std:4.2f} ({np.mean(r.train_seconds):.0f} s)" for r in results}
     header = ["training set", "IPC"] + archs + extra_names
     lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs]
              + [extra.get((name, ipc), {}).get(column, "-") for column in extra_names] for name, ipc in keys]
@@ -213,18 +277,26 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Select
     if any(ipc <= 0 for ipc in cfg.ipc):
         raise GencondError(f"images per class must be positive, got {cfg.ipc}")
     cfg.train.check()
+    check_label_modes(cfg.labels)
+    check_architecture(cfg.teacher_arch)
+    if cfg.teacher_epochs < 0:
+        raise GencondError(f"teacher epochs must be >= 0, got {cfg.teacher_epochs}")
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     splits = cfg.load_splits()
     if cfg.checkpoint:
         sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device)
     elif cfg.condensed:
-        sets = condensed_sets(splits, cfg.condensed)
+        sets = condensed_sets(splits, cfg.condensed, soft="soft" in cfg.labels)
     else:
         sets = selection_sets(splits, cfg.select, cfg.ipc, select)
     log(f"evaluating on {splits.info.name}: {len(splits.train)} train / {len(splits.test)} test images, "
         f"{cfg.train.epochs} epochs, augment={cfg.train.augment}, device={device}")
-    results = run_protocol(splits, sets, cfg.arch, cfg.seeds, cfg.train, device, log, first_seed=cfg.seed)
+    teacher, about_teacher = evaluation_teacher(splits, cfg, device, log)
+    results = run_protocol(splits, sets, cfg.arch, cfg.seeds, cfg.train, device, log, cfg.seed, cfg.labels, teacher)
+    if teacher is not None:  # after the final evaluation: the test split only reports
+        about_teacher["test_accuracy"] = round(test_accuracy(teacher, splits.test, device), 3)
+        log(f"teacher's own test accuracy: {about_teacher['test_accuracy']:.2f} %")
     wall = time.perf_counter() - start
     log("\nfinal test accuracy (%), mean ± std over "
         f"{cfg.seeds} seed(s); seconds of training per network in brackets\n")
@@ -236,4 +308,5 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Select
         "machine": machine_description(device),
         "wall_seconds": round(wall, 1),
         "results": [r.to_dict() for r in results],
+        **({"teacher": about_teacher} if about_teacher else {}),
     }

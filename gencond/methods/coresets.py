@@ -22,13 +22,8 @@ from gencond.data.selection import herding_positions, kcenter_positions, kmeans_
 from gencond.errors import GencondError
 from gencond.methods._registry import register_method
 from gencond.methods.base import CondenseConfig
-from gencond.models import check_architecture, create_network, embed
-from gencond.training.networks import (
-    IndexedData,
-    TrainConfig,
-    resolve_device,
-    train_network,
-)
+from gencond.models import check_architecture, embed
+from gencond.training.networks import real_data_network, resolve_device
 
 
 @dataclass
@@ -70,13 +65,7 @@ def class_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[
 def embedding_network(images: ImageSet, cfg: SelectionConfig, seed: int) -> nn.Module:
     """The network whose embedding the selection rules use: ``cfg.embed_net`` initialised
     from ``seed`` and trained ``embed_epochs`` on ``images``; in eval mode on ``cfg.device``."""
-    info, device = images.info, resolve_device(cfg.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = create_network(cfg.embed_net, info.num_classes, info.channels, info.image_size)
-    if cfg.embed_epochs:
-        train_network(net, IndexedData.from_image_set(images), TrainConfig(epochs=cfg.embed_epochs), device, seed)
-    return net.to(device).eval()
+    return real_data_network(images, cfg.embed_net, cfg.embed_epochs, resolve_device(cfg.device), seed)
 
 
 def _compute_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

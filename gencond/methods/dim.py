@@ -234,9 +234,14 @@ class DiMTrainer(GeneratorTrainer):
         self.opt_d.step()
         return {("d_loss" if k == "loss" else k): v.detach() for k, v in parts.items()}
 
+    def selection_points(self) -> list[int]:
+        """Matching starts from the best-scored GAN state (``select_by: validation``)."""
+        return [self.cfg.gan_epochs] if self.cfg.gan_epochs and self.cfg.match_epochs else []
+
     def after_epoch(self, epoch: int) -> None:
         if epoch == self.cfg.gan_epochs and self.cfg.match_epochs:
-            self.export(self.out / PHASE1_DIR, phase=1)
+            chosen = {"selected_epoch": self.progress.best_epoch} if self.cfg.select_by == "validation" else {}
+            self.export(self.out / PHASE1_DIR, phase=1, **chosen)
 
 
 def train_dim(cfg: DiMConfig, resume: bool = False) -> Path:

@@ -16,13 +16,12 @@ positions of the ``n`` kept, in the order they were chosen:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from gencond.data.selection import herding_positions, kcenter_positions, kmeans_positions
 from gencond.errors import GencondError
+from gencond.training.networks import ReferenceNetwork
 
 CandidateRule = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 CANDIDATE_RULES: dict[str, CandidateRule] = {}
@@ -56,13 +55,9 @@ def _confidence(features: torch.Tensor, confidence: torch.Tensor, n: int, genera
     return torch.sort(confidence, descending=True, stable=True).indices[:n]
 
 
-@dataclass
-class Selector:
-    """The network candidate selection embeds with (features before its linear head, and
-    its class probabilities), and what it is, recorded in the sampled set's metadata."""
-
-    net: nn.Module
-    description: dict = field(default_factory=dict)
+# The network candidate selection embeds with (features before its linear head, and its
+# class probabilities), and what it is, recorded in the sampled set's metadata.
+Selector = ReferenceNetwork
 
 
 def check_candidates(candidates: int, rule: str, selector: Selector | None, need_selector: bool = True) -> None:

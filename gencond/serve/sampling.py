@@ -11,6 +11,10 @@ from gencond.artifacts import CondensedSet
 from gencond.artifacts.generator import ConditionalGenerator
 from gencond.errors import GencondError
 from gencond.serve.candidates import Selector, check_candidates, select_candidates
+from gencond.training.networks import ReferenceNetwork, teacher_logits
+
+# A network trained on the real data whose logits become the soft labels of sampled images.
+Teacher = ReferenceNetwork
 
 
 def class_list(generator: ConditionalGenerator, classes: Sequence[int] | None) -> torch.Tensor:
@@ -52,7 +56,7 @@ def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, l
 
 def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
                batch_size: int = 500, candidates: int = 1, rule: str = "herding",
-               selector: Selector | None = None) -> CondensedSet:
+               selector: Selector | None = None, teacher: Teacher | None = None) -> CondensedSet:
     """Exactly ``inpc`` images of each class, grouped by class: the images at positions
     0..inpc-1 of every class's set (a codebook generator's first codes; noise for DiM).
     The latents of the whole set are drawn at once from ``seed``, so the same seed gives
@@ -60,7 +64,10 @@ def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
 
     With ``candidates`` M > 1, positions 0..M*inpc-1 are drawn and ``rule`` keeps
     ``inpc`` of them per class in ``selector``'s embedding (:mod:`gencond.serve.candidates`);
-    the set's config records M, the rule and the selector's description."""
+    the set's config records M, the rule and the selector's description.
+
+    With a ``teacher``, the set also stores the teacher's logits of every kept image as
+    ``soft_labels``, and its config the teacher's description."""
     _check_inpc(inpc)
     check_candidates(candidates, rule, selector)
     chosen = class_list(generator, classes)
@@ -73,7 +80,12 @@ def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
         keep = select_candidates(images, labels, inpc, rule, selector, seed, batch_size)
         images, labels = images[keep], labels[keep]
         config["candidates"] = {"per_kept_image": candidates, "rule": rule, "selector": selector.description}
-    return CondensedSet(images, labels, generator.info, method=f"{generator.architecture} sample", config=config)
+    soft_labels = None
+    if teacher is not None:
+        soft_labels = teacher_logits(teacher.net, images, batch_size)
+        config["teacher"] = teacher.description
+    return CondensedSet(images, labels, generator.info, soft_labels, method=f"{generator.architecture} sample",
+                        config=config)
 
 
 class GeneratorDataset(Dataset):
@@ -85,29 +97,31 @@ class GeneratorDataset(Dataset):
     ``DistributedSampler``, or let the dataset advance by itself once every item of the
     current epoch has been read (single-process loading). ``candidates``, ``rule`` and
     ``selector`` choose a fixed set among more draws, as :func:`sample_set` does (the
-    chosen set is generated once, up front).
+    chosen set is generated once, up front). With a ``teacher``, items are
+    (image, label, soft label): the teacher's logits of the image.
     """
 
     def __init__(self, generator: ConditionalGenerator, inpc: int, seed: int = 0, fresh: bool = False,
                  classes: Sequence[int] | None = None, batch_size: int = 256, candidates: int = 1,
-                 rule: str = "herding", selector: Selector | None = None):
+                 rule: str = "herding", selector: Selector | None = None, teacher: Teacher | None = None):
         _check_inpc(inpc)
         if batch_size <= 0:
             raise GencondError(f"batch size must be positive, got {batch_size}")
         check_candidates(candidates, rule, selector)
         if candidates > 1 and fresh:
             raise GencondError("candidate selection serves fixed sets; fresh=True draws new images every epoch")
-        self.generator, self.inpc, self.seed, self.fresh = generator, inpc, seed, fresh
+        self.generator, self.inpc, self.seed, self.fresh, self.teacher = generator, inpc, seed, fresh, teacher
         chosen = class_list(generator, classes)
         self.labels = chosen.repeat_interleave(inpc)
         self.slots = class_slots(len(chosen), inpc)
         self.batch_size = batch_size
         self.epoch, self._served = 0, 0
-        self._blocks: dict[int, torch.Tensor] = {}
-        self._latents = self._epoch_latents()
+        self._blocks: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         if candidates > 1:
             kept = sample_set(generator, inpc, seed, classes, batch_size, candidates, rule, selector).images
-            self._blocks = dict(enumerate(kept.split(batch_size)))
+            self._blocks = {b: self._with_soft_labels(x) for b, x in enumerate(kept.split(batch_size))}
+        else:
+            self._latents = self._epoch_latents()
 
     def _epoch_latents(self) -> torch.Tensor:
         """Latents of every item for the current epoch (fixed: epoch 0 always, at the
@@ -127,23 +141,30 @@ class GeneratorDataset(Dataset):
             self._blocks.clear()
             self._latents = self._epoch_latents()
 
-    def _block(self, b: int) -> torch.Tensor:
+    def _with_soft_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return images, (teacher_logits(self.teacher.net, images) if self.teacher is not None else None)
+
+    def _block(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if b not in self._blocks:
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(self))
-            self._blocks[b] = generate_in_batches(self.generator, self.labels[start:stop], self._latents[start:stop],
-                                                  self.batch_size)
+            images = generate_in_batches(self.generator, self.labels[start:stop], self._latents[start:stop],
+                                         self.batch_size)
+            self._blocks[b] = self._with_soft_labels(images)
         return self._blocks[b]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
-        image = self._block(i // self.batch_size)[i % self.batch_size]
+        images, soft_labels = self._block(i // self.batch_size)
+        image = images[i % self.batch_size]
         if self.fresh:
             self._served += 1
             if self._served == len(self):
                 self.set_epoch(self.epoch + 1)
-        return image, int(self.labels[i])
+        if soft_labels is None:
+            return image, int(self.labels[i])
+        return image, int(self.labels[i]), soft_labels[i % self.batch_size]
 
 
 class FreshSamples:

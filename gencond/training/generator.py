@@ -12,11 +12,19 @@ process writes. A method subclasses :class:`GeneratorTrainer` and fills in small
 - :meth:`~GeneratorTrainer.start_epoch`: the epoch's context (random stream, helpers)
   and the items its steps consume;
 - :meth:`~GeneratorTrainer.train_step`: one step, returning its losses;
-- optionally :meth:`~GeneratorTrainer.header`, :meth:`~GeneratorTrainer.after_epoch`.
+- optionally :meth:`~GeneratorTrainer.header`, :meth:`~GeneratorTrainer.after_epoch`,
+  :meth:`~GeneratorTrainer.selection_points`.
+
+With ``select_by: validation`` every epoch's generator is scored on a validation split
+carved from the training data (:mod:`gencond.training.validation`); the best state is
+kept in ``selected/``, training continues from it at the method's selection points (DiM:
+the end of the GAN phase, where matching starts) and it is the exported generator. The
+test split is never read by training or selection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -28,12 +36,15 @@ import torch
 from torch import nn
 
 from gencond.artifacts import save_pretrained, write_json
+from gencond.artifacts.generator import WEIGHTS
 from gencond.data import DataConfig
 from gencond.errors import GencondError
 from gencond.runtime import keep_freed_memory
+from gencond.training.validation import validation_score
 
-STATE_DIR, GENERATOR_DIR = "state", "generator"
+STATE_DIR, GENERATOR_DIR, SELECTED_DIR = "state", "generator", "selected"
 PRECISIONS = ("no", "bf16")
+SELECT_BY = ("last", "validation")
 
 
 @dataclass
@@ -46,12 +57,23 @@ class GeneratorConfig(DataConfig):
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
     sample_every: int = field(default=1, metadata={"help": "save a class-by-row sample grid every N epochs (0 = never)"})
+    select_by: str = field(default="last", metadata={"help": "last: export the last state; validation: the state "
+                                                               "with the best validation score (needs "
+                                                               "validation_per_class)"})
+    validation_inpc: int = field(default=10, metadata={"help": "images per class drawn for the validation score"})
+    validation_epochs: int = field(default=100, metadata={"help": "epochs the validation score's ConvNet-3 trains"})
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise GencondError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
         if self.steps_per_epoch < 0 or not 0.0 <= self.ema_decay < 1.0:
             raise GencondError("steps_per_epoch must be >= 0 and ema_decay in [0, 1)")
+        if self.select_by not in SELECT_BY:
+            raise GencondError(f"select_by must be last or validation, got {self.select_by!r}")
+        if self.select_by == "validation" and self.validation_per_class <= 0:
+            raise GencondError("select_by: validation needs a validation split (validation_per_class > 0)")
+        if self.validation_inpc <= 0 or self.validation_epochs <= 0:
+            raise GencondError("validation_inpc and validation_epochs must be positive")
 
 
 def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, epoch: int, cap: int) -> list[torch.Tensor]:
@@ -68,16 +90,22 @@ def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, 
 
 
 class Progress:
-    """The epoch counter, saved and restored with Accelerate's training state."""
+    """The epoch counter and the validation scores so far (the best epoch and score, every
+    epoch's score), saved and restored with Accelerate's training state."""
 
     def __init__(self):
-        self.epoch = 0
+        self.epoch, self.best_epoch, self.best_score = 0, 0, float("-inf")
+        self.scores: dict[str, float] = {}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
+        return {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "scores": dict(self.scores)}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.best_score = float(state.get("best_score", float("-inf")))
+        self.scores = {str(k): float(v) for k, v in state.get("scores", {}).items()}
 
 
 @torch.no_grad()
@@ -119,8 +147,8 @@ class GeneratorTrainer:
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         set_seed(cfg.seed)
         self.out = Path(cfg.output_dir)
-        splits = cfg.load_splits()
-        self.train, self.info = splits.train, splits.info
+        splits = cfg.load_splits()  # the test split is never read below
+        self.train, self.validation, self.info = splits.train, splits.validation, splits.info
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         parts = self.build()
@@ -159,6 +187,11 @@ class GeneratorTrainer:
 
     def after_epoch(self, epoch: int) -> None:
         """Main process only, after the state and the sample grid are written."""
+
+    def selection_points(self) -> list[int]:
+        """Epochs after which training continues from the best-scored state so far
+        (``select_by: validation`` only)."""
+        return []
 
     # --- the loop ---
 
@@ -213,9 +246,61 @@ class GeneratorTrainer:
                 "seconds_after_first_step": round(end - first_step_done, 3), "rank": self.rank,
                 **{k: round(v / len(items), 5) for k, v in totals.items()}}
 
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The generator holds its EMA weights (when EMA is on) inside the block."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.raw_gen.parameters())
+        self.ema.copy_to(self.raw_gen.parameters())
+        try:
+            yield
+        finally:
+            self.ema.restore(self.raw_gen.parameters())
+
+    def score_and_keep(self, epoch: int) -> float:
+        """Main process: the state's validation score; the best state so far (the earliest
+        on ties) is written to ``selected/``."""
+        cfg, progress = self.cfg, self.progress
+        with self.ema_weights():
+            score = validation_score(self.raw_gen, self.info, self.validation, cfg.validation_inpc,
+                                     cfg.validation_epochs, cfg.seed, self.device)
+            if score > progress.best_score:
+                progress.best_epoch, progress.best_score = epoch, score
+                self.export(self.out / SELECTED_DIR, selected_epoch=epoch, validation_score=score)
+        progress.scores[str(epoch)] = score
+        return score
+
+    def load_selected(self) -> None:
+        """Every process: the generator (and its EMA) takes the weights kept in ``selected/``."""
+        from safetensors.torch import load_file
+
+        self.accelerator.wait_for_everyone()
+        self.raw_gen.load_state_dict(load_file(str(self.out / SELECTED_DIR / WEIGHTS), device=str(self.device)))
+        if self.ema is not None:
+            self.ema.shadow_params = [p.detach().clone() for p in self.raw_gen.parameters()]
+
+    def selection_record(self) -> dict:
+        if self.cfg.select_by != "validation":
+            return {"by": "last"}
+        cfg, progress = self.cfg, self.progress
+        return {"by": "validation", "validation_per_class": cfg.validation_per_class,
+                "validation_images": len(self.validation), "inpc": cfg.validation_inpc,
+                "network_epochs": cfg.validation_epochs, "selected_epoch": progress.best_epoch,
+                "validation_score": progress.best_score, "scores": dict(progress.scores)}
+
     def end_of_epoch(self, record: dict) -> None:
-        """Checkpoint (every process takes part), then the main process writes the rest."""
+        """Score (main process) and continue from the best state at a selection point, then
+        checkpoint (every process takes part), then the main process writes the rest."""
         cfg, epoch = self.cfg, record["epoch"]
+        if cfg.select_by == "validation":
+            if self.accelerator.is_main_process:
+                record["validation_score"] = round(self.score_and_keep(epoch), 3)
+            if epoch in self.selection_points():
+                self.load_selected()
+                self.accelerator.print(f"continuing from epoch {self.progress.best_epoch} "
+                                       f"(validation {self.progress.best_score:.2f} %)")
         self.progress.epoch = epoch
         self.save_state()
         if self.accelerator.is_main_process:
@@ -233,23 +318,26 @@ class GeneratorTrainer:
                                training={"method": self.method, **training, **asdict(self.cfg)})
 
     def finish(self) -> Path:
-        """Save the generator (EMA weights if enabled) and a summary with every rank's
-        generator checksum (data parallelism must keep them identical)."""
+        """Save the generator (EMA weights if enabled; the selected state with ``select_by:
+        validation``) and a summary with every rank's generator checksum (data parallelism
+        must keep them identical) and how the generator was chosen."""
         acc = self.accelerator
         acc.wait_for_everyone()
         local = torch.tensor([checksum(self.raw_gen)], dtype=torch.float64, device=self.device)
         checksums = acc.gather(local).cpu().tolist()
-        if self.ema is not None:
-            self.ema.store(self.raw_gen.parameters())
-            self.ema.copy_to(self.raw_gen.parameters())
-        if acc.is_main_process:
-            self.export(self.out / GENERATOR_DIR)
-            write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
-                                                   "processes": self.world,
-                                                   "generator_checksum_per_rank": checksums,
-                                                   "written_by_rank": self.rank})
-        if self.ema is not None:
-            self.ema.restore(self.raw_gen.parameters())
+        selection, chosen, weights = self.selection_record(), {}, self.ema_weights()
+        if self.cfg.select_by == "validation":
+            self.load_selected()  # the kept weights are already the EMA's when EMA is on
+            chosen = {k: selection[k] for k in ("selected_epoch", "validation_score")}
+            weights = contextlib.nullcontext()
+            acc.print(f"selected epoch {chosen['selected_epoch']} (validation {chosen['validation_score']:.2f} %)")
+        with weights:
+            if acc.is_main_process:
+                self.export(self.out / GENERATOR_DIR, **chosen)
+                write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
+                                                       "processes": self.world,
+                                                       "generator_checksum_per_rank": checksums,
+                                                       "written_by_rank": self.rank, "selection": selection})
         acc.wait_for_everyone()
         acc.end_training()
         return self.out / GENERATOR_DIR

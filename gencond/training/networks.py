@@ -6,6 +6,11 @@ The defaults are the DC/DSA/DM evaluation setting: SGD with learning rate 0.01,
 momentum 0.9, weight decay 5e-4, batch 256, learning rate x0.1 after half the epochs,
 1000 epochs, DSA augmentation drawn per image. The reported figure is the test accuracy
 at the end of training; no epoch or checkpoint is ever chosen by test accuracy.
+
+Targets are class indices (cross-entropy) or a teacher's logits (soft labels: the KL
+divergence from the teacher's softmax at temperature T to the network's, times T^2, as
+in knowledge distillation). With a ``teacher`` network, :func:`train_network` labels
+every augmented view anew (the relabel mode of SRe2L/RDED-style evaluation).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import nn
 from gencond.augment import DEFAULT_STRATEGY, DSA
 from gencond.data.base import ImageSet
 from gencond.errors import GencondError
+from gencond.models import create_network
 from gencond.runtime import keep_freed_memory
 
 SCHEDULES = ("step", "cosine")
@@ -46,6 +52,8 @@ class TrainConfig:
     dsa_mode: str = field(default="dsa", metadata={"help": "dsa (one operation per batch) or idc (flip+color+cutout+one)"})
     cutmix_prob: float = field(default=0.0, metadata={"help": "probability of CutMix per batch (0 = off)"})
     cutmix_beta: float = 1.0
+    temperature: float = field(default=1.0, metadata={"help": "soft-label temperature T of the KL loss (1: the "
+                                                              "teacher's own distribution)"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (GPU)"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (GPU)"})
 
@@ -58,12 +66,14 @@ class TrainConfig:
             raise GencondError(f"unknown augmentation {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         if not 0.0 <= self.cutmix_prob <= 1.0:
             raise GencondError("cutmix probability must lie in [0, 1]")
+        if self.temperature <= 0:
+            raise GencondError(f"the soft-label temperature must be positive, got {self.temperature}")
 
 
 class TrainingData(Protocol):
     """What the trainer consumes: batches of (images, targets) for one epoch.
 
-    Targets are class indices (N,) or class probabilities (N, C).
+    Targets are class indices (N,) or a teacher's logits (N, C).
     """
 
     def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
@@ -80,10 +90,10 @@ class IndexedData:
         return cls(len(images), lambda idx: (images[idx], targets[idx]))
 
     @classmethod
-    def from_condensed(cls, condensed) -> IndexedData:
-        """A condensed set as a network trains on it: decoded (multi-formation) and with its
-        soft labels when it has them."""
-        return cls.from_tensors(*condensed.decoded())
+    def from_condensed(cls, condensed, soft: bool = False) -> IndexedData:
+        """A condensed set as a network trains on it: decoded (multi-formation), with its
+        labels or (``soft``) its stored soft labels."""
+        return cls.from_tensors(*condensed.decoded(soft))
 
     @classmethod
     def from_image_set(cls, images: ImageSet) -> IndexedData:
@@ -92,6 +102,53 @@ class IndexedData:
     def epoch(self, batch_size: int, generator: torch.Generator):
         for idx in torch.randperm(self.size, generator=generator).split(batch_size):
             yield self.fetch(idx)
+
+
+class TeacherLabelled:
+    """Training data whose targets are a teacher's logits of each batch's (unaugmented)
+    images: soft labels for data that stores none (real subsets, generator draws)."""
+
+    def __init__(self, data: TrainingData, teacher: nn.Module):
+        self.data, self.teacher = data, teacher
+
+    def epoch(self, batch_size: int, generator: torch.Generator):
+        for x, _ in self.data.epoch(batch_size, generator):
+            yield x, teacher_logits(self.teacher, x)
+
+
+@dataclass
+class ReferenceNetwork:
+    """A network trained on the real data that serving and evaluation consult (the
+    selection network of candidate selection, the teacher of soft labels), with what it
+    is, recorded in the metadata of what it helped make."""
+
+    net: nn.Module
+    description: dict = field(default_factory=dict)
+
+
+def real_data_network(images: ImageSet, arch: str, epochs: int, device: torch.device, seed: int) -> nn.Module:
+    """``arch`` initialised from ``seed`` and trained ``epochs`` (evaluation defaults) on
+    the real ``images``; in eval mode on ``device``."""
+    info = images.info
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_network(arch, info.num_classes, info.channels, info.image_size)
+    if epochs:
+        train_network(net, IndexedData.from_image_set(images), TrainConfig(epochs=epochs), device, seed)
+    return net.to(device).eval()
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The teacher's float32 logits of ``images`` (eval mode, on the images' device); the
+    network is returned to its previous train/eval mode."""
+    was_training = teacher.training
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    logits = torch.cat([teacher(x.to(device)).float().to(images.device) for x in images.split(batch_size)]) \
+        if len(images) else torch.empty(0)
+    teacher.train(was_training)
+    return logits
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,15 +184,30 @@ def cutmix(x: torch.Tensor, targets: torch.Tensor, beta: float, generator: torch
     return mixed, targets, targets[perm], lam
 
 
+def soft_label_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(logits / T)) * T^2, averaged over the batch
+    (Hinton et al. 2015: the T^2 keeps gradient sizes comparable across temperatures)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(teacher.float() / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def target_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy for class indices, :func:`soft_label_loss` for a teacher's logits."""
+    if targets.is_floating_point():
+        return soft_label_loss(logits, targets, temperature)
+    return F.cross_entropy(logits, targets)
+
+
 def classification_loss(net: nn.Module, x: torch.Tensor, targets: torch.Tensor, cutmix_prob: float,
-                        cutmix_beta: float, generator: torch.Generator) -> torch.Tensor:
-    """Cross-entropy (hard or soft targets); with probability ``cutmix_prob`` on a CutMix
-    batch, weighting both target sets by their share of the image."""
+                        cutmix_beta: float, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+    """:func:`target_loss` (hard or soft targets); with probability ``cutmix_prob`` on a
+    CutMix batch, weighting both target sets by their share of the image."""
     if cutmix_prob > 0 and float(torch.rand(1, generator=generator)) < cutmix_prob:
         x, t_a, t_b, lam = cutmix(x, targets, cutmix_beta, generator)
         logits = net(x)
-        return lam * F.cross_entropy(logits, t_a) + (1 - lam) * F.cross_entropy(logits, t_b)
-    return F.cross_entropy(net(x), targets)
+        return lam * target_loss(logits, t_a, temperature) + (1 - lam) * target_loss(logits, t_b, temperature)
+    return target_loss(net(x), targets, temperature)
 
 
 @dataclass
@@ -207,9 +279,11 @@ def train_network(
     cfg: TrainConfig,
     device: torch.device,
     seed: int = 0,
+    teacher: nn.Module | None = None,
 ) -> nn.Module:
     """Train ``net`` for ``cfg.epochs`` epochs on ``data``; every random choice (order,
-    augmentation, CutMix) comes from one generator seeded with ``seed``."""
+    augmentation, CutMix) comes from one generator seeded with ``seed``. With a
+    ``teacher``, each augmented view is trained on the teacher's logits of it (relabel)."""
     cfg.check()
     keep_freed_memory()
     generator = torch.Generator().manual_seed(seed)
@@ -225,8 +299,11 @@ def train_network(
             targets = targets.to(device, non_blocking=True)
             if augment is not None:
                 x = augment(x)
+            if teacher is not None:
+                targets = teacher_logits(teacher, x)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = classification_loss(net, x, targets, cfg.cutmix_prob, cfg.cutmix_beta, generator)
+                loss = classification_loss(net, x, targets, cfg.cutmix_prob, cfg.cutmix_beta, generator,
+                                           cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -248,12 +325,13 @@ def test_accuracy(net: nn.Module, test: ImageSet, device: torch.device, batch_si
 
 
 def train_and_test(make_net: Callable[[], nn.Module], data: TrainingData, test: ImageSet, cfg: TrainConfig,
-                   device: torch.device, seed: int) -> tuple[float, float]:
-    """(final test accuracy %, training seconds) for one freshly initialised network."""
+                   device: torch.device, seed: int, teacher: nn.Module | None = None) -> tuple[float, float]:
+    """(final test accuracy %, training seconds) for one freshly initialised network
+    (``teacher``: relabel every augmented view, see :func:`train_network`)."""
     torch.manual_seed(seed)
     net = make_net()
     start = time.perf_counter()
-    train_network(net, data, cfg, device, seed)
+    train_network(net, data, cfg, device, seed, teacher)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -1,0 +1,43 @@
+"""Choosing a generator state by held-out data, never by the test split.
+
+The validation score of a generator is the accuracy, on the validation split carved from
+the training data (:attr:`DatasetSplits.validation`), of a ConvNet-3 trained briefly from
+scratch on one fixed set drawn from the generator: the evaluation protocol in miniature,
+so the score ranks states the way the final fixed-protocol evaluation would.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gencond.data.base import DatasetInfo, ImageSet
+from gencond.models import create_network
+from gencond.training.networks import IndexedData, TrainConfig, test_accuracy, train_network
+
+
+@torch.no_grad()
+def draw_fixed_set(gen: nn.Module, info: DatasetInfo, inpc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images in the normalized space, labels) on the CPU: positions 0..inpc-1 of every
+    class (a codebook's first codes), latents from ``seed``; eval mode, restored after."""
+    labels = torch.arange(gen.num_classes).repeat_interleave(inpc)
+    latents = gen.latents(torch.arange(inpc).repeat(gen.num_classes), len(labels), torch.Generator().manual_seed(seed))
+    device = next(gen.parameters()).device
+    was_training = gen.training
+    gen.eval()
+    images = torch.cat([gen(z.to(device), y.to(device)).float().cpu()
+                        for z, y in zip(latents.split(500), labels.split(500))])
+    gen.train(was_training)
+    return info.from_generator_range(images), labels
+
+
+def validation_score(gen: nn.Module, info: DatasetInfo, validation: ImageSet, inpc: int, epochs: int,
+                     seed: int, device: torch.device) -> float:
+    """Validation accuracy (%) of a ConvNet-3 trained ``epochs`` on ``inpc`` images per class
+    drawn from ``gen`` (the same draw and network initialisation for every state)."""
+    images, labels = draw_fixed_set(gen, info, inpc, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_network("convnet3", info.num_classes, info.channels, info.image_size)
+        train_network(net, IndexedData.from_tensors(images, labels), TrainConfig(epochs=epochs), device, seed)
+    return test_accuracy(net, validation, device)

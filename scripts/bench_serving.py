@@ -1,0 +1,125 @@
+"""Serving benchmark: what a trained generator's sets are worth at equal images per class,
+plain and improved at serving time, beside real-image baselines, in one run.
+
+Rows (every ``--inpc``): random real images, herding, DM sets given with ``--dm``, and for
+each generator folder of ``--generator NAME=FOLDER``: its fixed set (the first INPC
+positions), the fixed set kept by candidate selection (M x INPC draws per class, one row
+per ``--rules`` entry) and the fresh protocol. Columns: ConvNet-3 final test accuracy
+with hard labels, and in a separate column (never one ranking) with soft labels, the
+logits of one teacher trained on the real training split, for the generator rows and
+random real images. The selection network of candidate selection and of herding is the
+coresets' ConvNet-3 trained ``--selector-epochs`` on the real training split.
+
+    python scripts/bench_serving.py --dataset mnist --data-root ../shared/data \\
+        --generator DiM=runs/bench_codebook_mnist/DiM/generator \\
+        --generator codebook=runs/bench_codebook_mnist/nested_K10/generator \\
+        --dm runs/bench_codebook_mnist/dm_ipc1.safetensors runs/bench_codebook_mnist/dm_ipc10.safetensors \\
+        --json results/bench_serving_mnist.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from gencond.artifacts import load_generator
+from gencond.artifacts.condensed import check_compatible
+from gencond.data import DataConfig
+from gencond.evaluate.protocol import TrainingSet, condensed_sets, run_protocol, selection_sets
+from gencond.evaluate.report import BenchmarkReport, format_table
+from gencond.methods import get_method
+from gencond.methods.coresets import SelectionConfig
+from gencond.serve import CANDIDATE_RULES, FreshSamples, Selector, sample_set
+from gencond.training import IndexedData, TrainConfig, resolve_device
+from gencond.training.networks import real_data_network, test_accuracy
+
+
+def named_folder(item: str) -> tuple[str, str]:
+    name, sep, folder = item.partition("=")
+    if not (name and sep and folder):
+        raise SystemExit(f"--generator expects NAME=FOLDER, got {item!r}")
+    return name, folder
+
+
+def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rules: list[str],
+                   selector: Selector) -> list[TrainingSet]:
+    """Plain fixed, candidate-selected fixed (per rule) and fresh rows of one generator."""
+    rows = []
+    for n in inpcs:
+        rows.append(TrainingSet(f"{name} fixed", n,
+                                lambda seed, n=n: IndexedData.from_condensed(sample_set(generator, n, seed))))
+        for rule in rules:
+            rows.append(TrainingSet(f"{name} fixed + {rule} of {candidates}x", n,
+                                    lambda seed, n=n, r=rule: IndexedData.from_condensed(
+                                        sample_set(generator, n, seed, candidates=candidates, rule=r,
+                                                   selector=selector))))
+        rows.append(TrainingSet(f"{name} fresh", n, lambda seed, n=n: FreshSamples(generator, n)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--generator", action="append", default=[], metavar="NAME=FOLDER")
+    parser.add_argument("--dm", nargs="*", default=[], help="DM condensed set files (one per IPC)")
+    parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--candidates", type=int, default=10, metavar="M")
+    parser.add_argument("--rules", nargs="*", default=list(CANDIDATE_RULES))
+    parser.add_argument("--selector-epochs", type=int, default=SelectionConfig.embed_epochs)
+    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default="results/bench_serving.json")
+    args = parser.parse_args()
+    unknown = [r for r in args.rules if r not in CANDIDATE_RULES]
+    if unknown or args.candidates < 2:
+        raise SystemExit(f"--rules must be among {', '.join(CANDIDATE_RULES)} and --candidates >= 2")
+
+    device = resolve_device(args.device)
+    report = BenchmarkReport("serving", vars(args), device)
+    splits = DataConfig(dataset=args.dataset, data_root=args.data_root).load_splits()
+    start = time.perf_counter()
+    selector = Selector(real_data_network(splits.train, "convnet3", args.selector_epochs, device, 0),
+                        {"network": "convnet3", "epochs": args.selector_epochs, "trained_on": "the real training split"})
+    seconds = {"selector": round(time.perf_counter() - start, 1)}
+    start = time.perf_counter()
+    teacher = real_data_network(splits.train, "convnet3", args.teacher_epochs, device, 0)
+    seconds["teacher"] = round(time.perf_counter() - start, 1)
+
+    herding = get_method("herding", "selection").fn
+    real = selection_sets(splits, "random", args.inpc) + selection_sets(
+        splits, "herding", args.inpc, lambda images, ipc, seed: herding(images, ipc, seed, SelectionConfig(
+            embed_epochs=args.selector_epochs, device=args.device)))
+    generated = []
+    for name, folder in map(named_folder, args.generator):
+        generator = load_generator(folder, device)
+        check_compatible(generator.info, splits.info, folder)
+        generated += generator_rows(name, generator, args.inpc, args.candidates, args.rules, selector)
+    dm = condensed_sets(splits, args.dm)
+    for row in dm:
+        row.name = "DM"
+
+    cfg = TrainConfig(epochs=args.eval_epochs, temperature=args.temperature)
+    hard = run_protocol(splits, real + dm + generated, ["convnet3"], args.seeds, cfg, device)
+    soft_rows = [r for r in real if r.name == "random"] + generated
+    soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"], teacher=teacher)
+    results = hard + soft
+    teacher_accuracy = round(test_accuracy(teacher, splits.test, device), 2)  # after the evaluation: reported only
+
+    print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; ConvNet-3, "
+          f"{args.eval_epochs} epochs, DSA, {args.seeds} seeds, final test accuracy; candidates M = {args.candidates}; "
+          f"soft labels: a ConvNet-3 teacher trained {args.teacher_epochs} epochs on the real training split, "
+          f"T = {args.temperature} (teacher test accuracy {teacher_accuracy:.2f} %)\n")
+    print(format_table(results))
+    report.add(dataset=splits.info.to_dict(), setup_seconds=seconds, teacher_test_accuracy=teacher_accuracy, results=[r.to_dict() for r in results],
+               torch_threads=torch.get_num_threads())
+    report.write(args.json)
+
+
+if __name__ == "__main__":
+    main()
