@@ -107,10 +107,13 @@ def condense_dm(cfg: DMConfig, ipcs: list[int], work: Path, reuse: bool) -> dict
 
 
 def equal_cost_variants(codebook_name: str, codebook: CodebookConfig, trained: dict, dim: DiMConfig,
-                        work: Path) -> dict[str, CodebookConfig | DiMConfig]:
+                        work: Path, which: str = "both") -> dict[str, CodebookConfig | DiMConfig]:
     """DiM retrained for the codebook's generator steps (its epochs kept, the steps per
-    epoch capped), and the codebook retrained for DiM's training seconds (epochs from its
-    measured seconds per epoch) unless its own schedule is already within 10 % of them."""
+    epoch capped), and, with ``which="both"``, the codebook retrained for DiM's training
+    seconds (epochs from its measured seconds per epoch) unless its own schedule is already
+    within 10 % of them."""
+    if which == "none":
+        return {}
     steps = max(1, round(trained[codebook_name]["generator_steps"] / (dim.gan_epochs + dim.match_epochs)))
     natural = trained[DIM]["generator_steps"] / (dim.gan_epochs + dim.match_epochs)
     if steps >= natural:
@@ -118,7 +121,9 @@ def equal_cost_variants(codebook_name: str, codebook: CodebookConfig, trained: d
               f"{natural:.0f}; '{DIM} @ codebook steps' repeats DiM's schedule")
     variants = {f"{DIM} @ codebook steps": (DiMConfig, dim, {"steps_per_epoch": steps})}
     epochs = max(1, round(equal_time_epochs(trained[codebook_name], codebook.epochs, trained[DIM]["train_seconds"])))
-    if abs(epochs - codebook.epochs) > 0.1 * codebook.epochs:
+    if which == "steps":
+        print(f"{codebook_name} @ DiM time ({epochs} epochs) not trained (--equal-cost steps)")
+    elif abs(epochs - codebook.epochs) > 0.1 * codebook.epochs:
         variants[f"{codebook_name} @ DiM time"] = (CodebookConfig, codebook, {"epochs": epochs})
     else:
         print(f"{codebook_name}: {codebook.epochs} epochs are within 10 % of DiM's training time ({epochs} epochs); not retrained")
@@ -163,8 +168,9 @@ def main() -> None:
                         help="codebooks to train, as overrides of --config (default: the nested, K=1, K=10 and ablation set)")
     parser.add_argument("--dm-config", help="DM config: also condense DM pixel sets at every --inpc")
     parser.add_argument("--dim-config", help="DiM config: also train DiM, and both at the other's cost")
-    parser.add_argument("--skip-equal-cost", action="store_true",
-                        help="with --dim-config, train and evaluate DiM but not the equal-cost retrainings")
+    parser.add_argument("--equal-cost", choices=["both", "steps", "none"], default="both",
+                        help="with --dim-config, the equal-cost retrainings: both ways, only DiM at the codebook's "
+                             "generator steps (cheap), or none")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--fresh", nargs="*", default=["nested K=10", DIM],
                         help="generators also evaluated under the fresh protocol")
@@ -191,7 +197,7 @@ def main() -> None:
         configs[DIM] = with_output(DiMConfig, config_from_dict(DiMConfig, load_yaml(args.dim_config), args.dim_config), DIM, {}, work)
         trained[DIM] = train_generator("dim", configs[DIM], args.reuse)
         first = next(iter(overrides))
-        equal_cost = {} if args.skip_equal_cost else equal_cost_variants(first, configs[first], trained, configs[DIM], work)
+        equal_cost = equal_cost_variants(first, configs[first], trained, configs[DIM], work, args.equal_cost)
         for name, c in equal_cost.items():
             configs[name] = c
             trained[name] = train_generator("codebook" if isinstance(c, CodebookConfig) else "dim", c, args.reuse)

@@ -69,10 +69,11 @@ def test_every_shipped_yaml_parses_into_its_config_and_passes_its_checks():
 
     from gencond.config import load_yaml
     from gencond.evaluate import EvalConfig
+    from gencond.evaluate.bench import BenchConfig
     from gencond.methods import get_method
     from gencond.methods.coresets import SelectionConfig
 
-    special = {"eval": EvalConfig, "coresets": SelectionConfig}
+    special = {"eval": EvalConfig, "coresets": SelectionConfig, "bench": BenchConfig}
     paths = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml"))
     assert len(paths) > 30
     for path in paths:

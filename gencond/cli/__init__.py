@@ -69,6 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     return guarded(lambda: args._run(args), f"gencond {args.command}")
 
 
-from gencond.cli import condense_cmd, eval_cmd, list_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registration)
+from gencond.cli import bench_cmd, condense_cmd, eval_cmd, list_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registration)
 
 __all__ = ["build_parser", "command", "guarded", "main"]

@@ -90,11 +90,16 @@ class RowResult:
     accuracies: list[float]
     train_seconds: list[float]
     labels: str = "hard"
+    augment: str = ""
+    """The evaluation augmentation when a benchmark varies it ('' = the config's one)."""
 
     @property
     def column(self) -> str:
-        """The results-table column: the architecture, and the label mode unless hard."""
-        return self.arch if self.labels == "hard" else f"{self.arch}, {self.labels} labels"
+        """The results-table column: the architecture, the augmentation when a benchmark
+        varies it, and the label mode unless hard."""
+        parts = [self.arch] + ([self.augment] if self.augment else []) \
+            + ([f"{self.labels} labels"] if self.labels != "hard" else [])
+        return ", ".join(parts)
 
     @property
     def mean(self) -> float:
@@ -111,6 +116,7 @@ class RowResult:
             "ipc": self.ipc,
             "arch": self.arch,
             "labels": self.labels,
+            **({"augment": self.augment} if self.augment else {}),
             "mean": round(self.mean, 3),
             "std": round(self.std, 3),
             "accuracies": [round(a, 3) for a in self.accuracies],
@@ -194,6 +200,18 @@ def labelled_data(training_set: TrainingSet, mode: str, seed: int, teacher: torc
     return training_set.make(seed)
 
 
+def evaluate_cell(splits: DatasetSplits, training_set: TrainingSet, arch: str, mode: str, seed: int,
+                  cfg: TrainConfig, device: torch.device, teacher: torch.nn.Module | None = None) -> tuple[float, float]:
+    """(final test accuracy %, training seconds) of one network: ``arch`` trained from
+    scratch on ``training_set``'s data for ``seed`` with the targets of label ``mode``."""
+    info = splits.info
+    return train_and_test(
+        lambda: create_network(arch, info.num_classes, info.channels, info.image_size),
+        labelled_data(training_set, mode, seed, teacher), splits.test, cfg, device, seed,
+        teacher if mode == "relabel" else None,
+    )
+
+
 def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str], seeds: int,
                  cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print,
                  first_seed: int = 0, labels: list[str] = ("hard",),
@@ -212,11 +230,7 @@ def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str
             for mode in labels:
                 row = RowResult(training_set.name, training_set.ipc, arch, [], [], mode)
                 for seed in range(first_seed, first_seed + seeds):
-                    acc, seconds = train_and_test(
-                        lambda name=arch: create_network(name, info.num_classes, info.channels, info.image_size),
-                        labelled_data(training_set, mode, seed, teacher), splits.test, cfg, device, seed,
-                        teacher if mode == "relabel" else None,
-                    )
+                    acc, seconds = evaluate_cell(splits, training_set, arch, mode, seed, cfg, device, teacher)
                     row.accuracies.append(acc)
                     row.train_seconds.append(seconds)
                     log(f"  {training_set.name} ipc={training_set.ipc or 'all'} {row.column} seed={seed}: "
@@ -240,9 +254,11 @@ def evaluation_teacher(splits: DatasetSplits, cfg: EvalConfig, device: torch.dev
     return teacher, about
 
 
-def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], dict[str, str]] | None = None) -> str:
+def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], dict[str, str]] | None = None,
+                 markdown: bool = False) -> str:
     """Rows: training set x IPC; columns: architecture, 'mean ± std (s per network)', then
-    the ``extra`` columns given per (training set, IPC) (e.g. training cost), '-' where absent."""
+    the ``extra`` columns given per (training set, IPC) (e.g. training cost), '-' where
+    absent; aligned plain text, or a markdown table."""
     extra = extra or {}
     archs = list(dict.fromkeys(r.column for r in results))
     extra_names = list(dict.fromkeys(column for columns in extra.values() for column in columns))
@@ -251,6 +267,8 @@ def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], d
     header = ["training set", "IPC"] + archs + extra_names
     lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs]
              + [extra.get((name, ipc), {}).get(column, "-") for column in extra_names] for name, ipc in keys]
+    if markdown:
+        return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header)] + lines)
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     fmt = lambda row: " | ".join(v.ljust(w) for v, w in zip(row, widths))  # noqa: E731
     rule = "-+-".join("-" * w for w in widths)

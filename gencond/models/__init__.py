@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from gencond.errors import GencondError
-from gencond.models import alexnet, codebook, convnet, densenet, gan, mlp, resnet, vgg  # noqa: F401  (registration)
+from gencond.models import alexnet, cells, codebook, convnet, densenet, gan, mlp, resnet, vgg  # noqa: F401  (registration)
 
 GENCOND_NETWORKS = tuple(
     sorted(
         name
-        for module in (alexnet, convnet, densenet, mlp, resnet, vgg)
+        for module in (alexnet, cells, convnet, densenet, mlp, resnet, vgg)
         for name in module.__all__
         if timm.is_model(name)
     )

@@ -28,13 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gencond.augment import DEFAULT_STRATEGY, DSA
-from gencond.data.base import ImageSet
+from gencond.augment.policies import POLICIES, PolicyAugment
+from gencond.data.base import DatasetInfo, ImageSet
 from gencond.errors import GencondError
 from gencond.models import create_network
 from gencond.runtime import keep_freed_memory
 
 SCHEDULES = ("step", "cosine")
-AUGMENTATIONS = ("none", "dsa")
+AUGMENTATIONS = ("none", "dsa", *POLICIES)
 
 
 @dataclass
@@ -47,7 +48,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = field(default="step", metadata={"help": "step (x0.1 after half the epochs) or cosine"})
     batch_size: int = 256
-    augment: str = field(default="dsa", metadata={"help": "none or dsa (per-image differentiable augmentation)"})
+    augment: str = field(default="dsa", metadata={"help": "none, dsa (per-image differentiable augmentation), or "
+                                                          "a DC-BENCH policy: imagenet, autoaugment, randaugment"})
     dsa_strategy: str = DEFAULT_STRATEGY
     dsa_mode: str = field(default="dsa", metadata={"help": "dsa (one operation per batch) or idc (flip+color+cutout+one)"})
     cutmix_prob: float = field(default=0.0, metadata={"help": "probability of CutMix per batch (0 = off)"})
@@ -134,7 +136,7 @@ def real_data_network(images: ImageSet, arch: str, epochs: int, device: torch.de
         torch.manual_seed(seed)
         net = create_network(arch, info.num_classes, info.channels, info.image_size)
     if epochs:
-        train_network(net, IndexedData.from_image_set(images), TrainConfig(epochs=epochs), device, seed)
+        train_network(net, IndexedData.from_image_set(images), TrainConfig(epochs=epochs), device, seed, info=info)
     return net.to(device).eval()
 
 
@@ -273,6 +275,18 @@ def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
     return 0.1 if epoch >= cfg.epochs // 2 else 1.0
 
 
+def training_augment(cfg: TrainConfig, info: DatasetInfo | None, generator: torch.Generator):
+    """The per-image augmentation ``cfg.augment`` names (None for 'none'); the policies
+    work on pixels, so they need the dataset's normalization (``info``)."""
+    if cfg.augment == "dsa":
+        return DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=generator)
+    if cfg.augment in POLICIES:
+        if info is None:
+            raise GencondError(f"augmentation {cfg.augment!r} needs the dataset's normalization statistics")
+        return PolicyAugment(cfg.augment, info.mean, info.std, info.image_size, generator)
+    return None
+
+
 def train_network(
     net: nn.Module,
     data: TrainingData,
@@ -280,14 +294,16 @@ def train_network(
     device: torch.device,
     seed: int = 0,
     teacher: nn.Module | None = None,
+    info: DatasetInfo | None = None,
 ) -> nn.Module:
     """Train ``net`` for ``cfg.epochs`` epochs on ``data``; every random choice (order,
     augmentation, CutMix) comes from one generator seeded with ``seed``. With a
-    ``teacher``, each augmented view is trained on the teacher's logits of it (relabel)."""
+    ``teacher``, each augmented view is trained on the teacher's logits of it (relabel).
+    ``info`` (the data's normalization) is needed by the pixel-space policies only."""
     cfg.check()
     keep_freed_memory()
     generator = torch.Generator().manual_seed(seed)
-    augment = DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=generator) if cfg.augment == "dsa" else None
+    augment = training_augment(cfg, info, generator)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -331,7 +347,7 @@ def train_and_test(make_net: Callable[[], nn.Module], data: TrainingData, test: 
     torch.manual_seed(seed)
     net = make_net()
     start = time.perf_counter()
-    train_network(net, data, cfg, device, seed, teacher)
+    train_network(net, data, cfg, device, seed, teacher, test.info)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

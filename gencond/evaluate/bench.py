@@ -1,0 +1,496 @@
+"""``gencond bench``: one benchmark for generators and pixel sets alike.
+
+A grid of cells (training set x images per class x architecture x augmentation x seed),
+each one network trained from scratch and tested on the real test split (DC-BENCH's
+protocols: augmentation robustness, transfer across architectures, the INPC sweep).
+Finished cells are appended to a cache as they end, so an interrupted run resumes where
+it stopped; the whole-training-set cells (for HLR) go to a cache shared by every
+benchmark of the same dataset and protocol.
+
+Metrics, in percentage points under the same protocol (DD-Ranking's definitions):
+IOR = accuracy - accuracy of random real images at the same INPC; HLR = accuracy of the
+whole training split - accuracy. DC-BENCH and DD-Ranking report the best accuracy over
+training epochs (chosen on the test set); every figure here is the final accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gencond.artifacts import load_generator
+from gencond.artifacts.io import atomic_path
+from gencond.data import DataConfig, DatasetSplits, random_subset
+from gencond.errors import GencondError
+from gencond.evaluate.fidelity import class_fidelity
+from gencond.evaluate.image_fidelity import EXTRACTORS, FidelityExtractor, per_class_fidelity, register_task_extractor
+from gencond.evaluate.protocol import (
+    FULL,
+    PROTOCOLS,
+    RANDOM,
+    RowResult,
+    Selector,
+    TrainingSet,
+    condensed_sets,
+    evaluate_cell,
+    format_table,
+    generator_sets,
+    selection_sets,
+)
+from gencond.evaluate.ranking import RankingConfig, rank_architectures
+from gencond.evaluate.report import BenchmarkReport
+from gencond.models import check_architecture
+from gencond.serve import sample_set
+from gencond.training.networks import AUGMENTATIONS, TrainConfig, real_data_network, resolve_device
+
+FILE_KINDS = ("condensed", "generator")
+REFERENCE_ARCH = "convnet3"  # the architecture the condensed data was made with; "transfer" averages the others
+
+
+@dataclass
+class BenchConfig(DataConfig):
+    """A benchmark grid; the evaluation recipe is ``train`` with each ``augment`` in turn."""
+
+    sets: list[str] = field(default_factory=lambda: [RANDOM], metadata={
+        "help": "training sets: random, a selection rule (herding, kcenter, ...), NAME=condensed:FILE, "
+                "NAME=generator:FOLDER; random real images are always included"})
+    inpc: list[int] = field(default_factory=lambda: [1, 10], metadata={
+        "help": "images per class of real subsets and generators (condensed files have their own)"})
+    arch: list[str] = field(default_factory=lambda: [REFERENCE_ARCH], metadata={"help": "evaluation architectures"})
+    augment: list[str] = field(default_factory=lambda: ["dsa"], metadata={
+        "help": f"evaluation augmentations: {', '.join(AUGMENTATIONS)}"})
+    protocol: list[str] = field(default_factory=lambda: ["fixed"], metadata={"help": "generator protocols: fixed, fresh"})
+    seeds: int = 3
+    full_data: bool = field(default=True, metadata={"help": "also train on the whole training split (HLR)"})
+    output_dir: str = "runs/bench"
+    full_data_epochs: int = field(default=0, metadata={
+        "help": "epochs on the whole training split (0 = train.epochs; it needs far fewer than a small set)"})
+    full_cache: str = field(default="runs/bench/full-data.jsonl", metadata={
+        "help": "cache of whole-training-set cells, shared across benchmarks"})
+    fidelity: bool = field(default=False, metadata={"help": "also measure each generator's image fidelity (FID, KID, "
+                                                            "IS, precision/recall) and class fidelity"})
+    fidelity_inpc: int = field(default=100, metadata={"help": "generated and real images per class compared"})
+    fidelity_extractor: str = field(default="task", metadata={
+        "help": "task (a ConvNet-3 trained on the real training split) or inception (needs --inception-weights)"})
+    fidelity_net_epochs: int = field(default=10, metadata={"help": "epochs of the task extractor / class-fidelity net"})
+    inception_weights: str = field(default="", metadata={"help": "local InceptionV3 weights for torch-fidelity"})
+    device: str = "auto"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=300))
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+
+    def check(self) -> None:
+        if self.full_data_epochs < 0:
+            raise GencondError(f"full_data_epochs must be >= 0, got {self.full_data_epochs}")
+        if self.seeds <= 0 or not self.inpc or any(n <= 0 for n in self.inpc):
+            raise GencondError(f"seeds and images per class must be positive, got {self.seeds}, {self.inpc}")
+        for arch in self.arch:
+            check_architecture(arch)
+        for augment in self.augment:
+            dataclasses.replace(self.train, augment=augment).check()
+        unknown = [p for p in self.protocol if p not in PROTOCOLS]
+        if unknown or not self.protocol:
+            raise GencondError(f"unknown protocol {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(PROTOCOLS)}")
+        for entry in self.sets:
+            parse_set(entry)
+        if self.fidelity_extractor not in EXTRACTORS:
+            raise GencondError(f"unknown fidelity extractor {self.fidelity_extractor!r}; choose from {', '.join(EXTRACTORS)}")
+        if self.fidelity and self.fidelity_extractor == "inception":
+            FidelityExtractor.inception(self.inception_weights)
+        if self.ranking.networks and not self.full_data:
+            raise GencondError("architecture ranking needs the whole training split as ground truth (full_data)")
+        if self.fidelity_inpc < 10 or self.fidelity_net_epochs < 1:
+            raise GencondError("fidelity needs at least 10 images per class and a trained extractor (epochs >= 1)")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One ``sets`` entry: a selection rule (``kind`` 'selection'), a condensed file or a
+    generator folder."""
+
+    name: str
+    kind: str
+    source: str
+
+    @property
+    def entry(self) -> str:
+        return self.source if self.kind == "selection" else f"{self.name}={self.kind}:{self.source}"
+
+
+def parse_set(entry: str) -> SetSpec:
+    name, sep, rest = entry.partition("=")
+    if not sep:
+        if ":" in entry or not entry:
+            raise GencondError(f"training set {entry!r}: expected a selection rule, NAME=condensed:FILE or "
+                               f"NAME=generator:FOLDER")
+        return SetSpec(entry, "selection", entry)
+    kind, colon, source = rest.partition(":")
+    if not (name and colon and source) or kind not in FILE_KINDS:
+        raise GencondError(f"training set {entry!r}: expected NAME=condensed:FILE or NAME=generator:FOLDER")
+    return SetSpec(name, kind, source)
+
+
+@dataclass
+class BenchRow:
+    """A training set at one INPC, what its artifact occupies, and where its cells are cached."""
+
+    spec: SetSpec
+    training_set: TrainingSet
+    artifact_bytes: int | None
+    cache: CellCache
+
+
+class CellCache:
+    """Finished cells, one JSON line each, appended and flushed to disk as each cell ends;
+    a line cut short by a kill is dropped when the cache is opened."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        if not self.path.is_file():
+            return
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        lines = [line for line in text.split("\n") if line]
+        for line in lines:
+            try:
+                record = json.loads(line)
+                self.records[record["key"]] = record
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        if len(self.records) != len(lines) or (text and not text.endswith("\n")):
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records.values()), encoding="utf-8")
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def put(self, key: str, accuracy: float, seconds: float) -> None:
+        record = {"key": key, "accuracy": round(accuracy, 4), "train_seconds": round(seconds, 3)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[key] = record
+
+
+def protocol_fingerprint(splits: DatasetSplits, train: TrainConfig) -> str:
+    """Identifies the data and the recipe (all but the augmentation, a cell coordinate), so
+    a cache never serves a cell trained under other settings."""
+    recipe = {k: v for k, v in dataclasses.asdict(train).items() if k != "augment"}
+    about = {"data": splits.info.to_dict(), "train": len(splits.train), "test": len(splits.test), "recipe": recipe}
+    return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cell_key(fingerprint: str, row: BenchRow, arch: str, augment: str, seed: int) -> str:
+    return json.dumps({"set": row.spec.entry, "protocol": row.training_set.name, "ipc": row.training_set.ipc,
+                       "arch": arch, "augment": augment, "seed": seed, "recipe": fingerprint}, sort_keys=True)
+
+
+def folder_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file() and p.suffix in (".safetensors", ".json"))
+
+
+def bench_specs(cfg: BenchConfig) -> list[SetSpec]:
+    """The configured sets, random real images first (added when missing), the whole
+    training split last when ``full_data``."""
+    specs = [parse_set(e) for e in cfg.sets]
+    if not any(s.kind == "selection" and s.source == RANDOM for s in specs):
+        specs.insert(0, SetSpec(RANDOM, "selection", RANDOM))
+    return specs + ([SetSpec(FULL, "selection", FULL)] if cfg.full_data else [])
+
+
+def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: dict[str, Selector],
+            device: torch.device) -> list[tuple[TrainingSet, int | None]]:
+    """(training set, artifact bytes) per INPC (per protocol for a generator)."""
+    info = splits.info
+    if spec.kind == "condensed":
+        path = Path(spec.source)
+        if not path.is_file():
+            raise GencondError(f"training set {spec.name!r}: no condensed set file {path}")
+        return [(ts, path.stat().st_size) for ts in condensed_sets(splits, [spec.source])]
+    if spec.kind == "generator":
+        if not Path(spec.source).is_dir():
+            raise GencondError(f"training set {spec.name!r}: no generator folder {spec.source}")
+        size = folder_bytes(spec.source)
+        return [(ts, size) for ts in generator_sets(splits, spec.source, cfg.inpc, cfg.protocol, device)]
+    if spec.source not in (RANDOM, FULL) and spec.source not in selectors:
+        raise GencondError(f"training set {spec.source!r}: unknown selection rule")
+    pixel_bytes = info.num_classes * info.channels * info.image_size ** 2  # 8-bit pixels, per image per class
+    return [(ts, None if ts.ipc is None else ts.ipc * pixel_bytes)
+            for ts in selection_sets(splits, spec.source, cfg.inpc, selectors.get(spec.source))]
+
+
+def bench_rows(cfg: BenchConfig, splits: DatasetSplits, selectors: dict[str, Selector],
+               device: torch.device) -> list[BenchRow]:
+    cache = CellCache(Path(cfg.output_dir) / "cells.jsonl")
+    full_cache = CellCache(cfg.full_cache)
+    rows = []
+    for spec in bench_specs(cfg):
+        for training_set, size in rows_of(spec, splits, cfg, selectors, device):
+            if spec.kind != "selection":
+                training_set.name = training_set.name.replace("generator", spec.name) if spec.kind == "generator" \
+                    else spec.name
+            rows.append(BenchRow(spec, training_set, size, full_cache if spec.source == FULL else cache))
+    return rows
+
+
+def row_recipe(cfg: BenchConfig, row: BenchRow, augment: str) -> TrainConfig:
+    """The evaluation recipe of one row under one augmentation."""
+    epochs = cfg.full_data_epochs if row.spec.source == FULL and cfg.full_data_epochs else cfg.train.epochs
+    return dataclasses.replace(cfg.train, augment=augment, epochs=epochs)
+
+
+def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], device: torch.device,
+              log: Callable[[str], None]) -> list[RowResult]:
+    """Train every cell not yet cached (progress bar over cells, time left), then gather
+    one result per (row, architecture, augmentation) from the caches."""
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+
+    def key(row: BenchRow, arch: str, augment: str, seed: int) -> str:
+        return cell_key(protocol_fingerprint(splits, row_recipe(cfg, row, augment)), row, arch, augment, seed)
+
+    grid = [(row, arch, augment, seed) for row in rows for arch in cfg.arch for augment in cfg.augment for seed in seeds]
+    pending = [c for c in grid if c[0].cache.get(key(*c)) is None]
+    log(f"{len(grid)} cells: {len(grid) - len(pending)} cached, {len(pending)} to train")
+    with tqdm(pending, desc="cells", unit="cell", dynamic_ncols=True) as bar:
+        for row, arch, augment, seed in bar:
+            bar.set_postfix_str(f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}")
+            accuracy, seconds = evaluate_cell(splits, row.training_set, arch, "hard", seed,
+                                              row_recipe(cfg, row, augment), device)
+            row.cache.put(key(row, arch, augment, seed), accuracy, seconds)
+    results = []
+    for row in rows:
+        for arch in cfg.arch:
+            for augment in cfg.augment:
+                records = [row.cache.get(key(row, arch, augment, s)) for s in seeds]
+                results.append(RowResult(row.training_set.name, row.training_set.ipc, arch,
+                                         [r["accuracy"] for r in records], [r["train_seconds"] for r in records],
+                                         augment=augment if len(cfg.augment) > 1 else ""))
+    return results
+
+
+def improvement_metrics(results: list[RowResult]) -> dict[tuple[str, int | None, str], dict[str, float]]:
+    """Per (training set, INPC, column): IOR against random real images at the same INPC and
+    HLR against the whole training split, each under the same column's protocol."""
+    random = {(r.ipc, r.column): r.mean for r in results if r.name == RANDOM}
+    full = {r.column: r.mean for r in results if r.name == FULL}
+    metrics = {}
+    for r in results:
+        if r.name == FULL:
+            continue
+        m = {}
+        if (r.ipc, r.column) in random:
+            m["ior"] = r.mean - random[(r.ipc, r.column)]
+        if r.column in full:
+            m["hlr"] = full[r.column] - r.mean
+        metrics[(r.name, r.ipc, r.column)] = m
+    return metrics
+
+
+def robustness(results: list[RowResult]) -> dict[tuple[str, int | None, str], dict]:
+    """Per (training set, INPC, architecture) with several augmentations: each one's mean
+    accuracy, their mean, and the best."""
+    by_row: dict[tuple, dict[str, float]] = {}
+    for r in results:
+        if r.augment:
+            by_row.setdefault((r.name, r.ipc, r.arch), {})[r.augment] = r.mean
+    return {k: {"per_augment": v, "mean": float(np.mean(list(v.values()))), "best": max(v, key=v.get)}
+            for k, v in by_row.items() if len(v) > 1}
+
+
+def transfer(results: list[RowResult]) -> dict[tuple[str, int | None, str], float]:
+    """Per (training set, INPC, augmentation): mean accuracy over the architectures other
+    than ConvNet-3 (DC-BENCH's transfer column)."""
+    by_row: dict[tuple, list[float]] = {}
+    for r in results:
+        if r.arch != REFERENCE_ARCH:
+            by_row.setdefault((r.name, r.ipc, r.augment), []).append(r.mean)
+    return {k: float(np.mean(v)) for k, v in by_row.items()}
+
+
+def extra_columns(cfg: BenchConfig, rows: list[BenchRow], results: list[RowResult]) -> dict:
+    """Table columns beside the accuracies: IOR and HLR of the first architecture and
+    augmentation, the augmentation mean and best, the transfer mean, the bytes stored."""
+    primary = next(r.column for r in results if r.arch == cfg.arch[0])
+    metrics, robust, moved = improvement_metrics(results), robustness(results), transfer(results)
+    first_augment = cfg.augment[0] if len(cfg.augment) > 1 else ""
+    extra: dict[tuple[str, int | None], dict[str, str]] = {}
+    for row in rows:
+        name, ipc = row.training_set.name, row.training_set.ipc
+        columns = {f"{k.upper()} ({primary})": f"{v:+.2f}" for k, v in metrics.get((name, ipc, primary), {}).items()}
+        if (name, ipc, cfg.arch[0]) in robust:
+            r = robust[(name, ipc, cfg.arch[0])]
+            columns |= {"augmentation mean": f"{r['mean']:.2f}", "best augmentation": r["best"]}
+        if (name, ipc, first_augment) in moved:
+            columns["transfer mean"] = f"{moved[(name, ipc, first_augment)]:.2f}"
+        columns["bytes"] = "-" if row.artifact_bytes is None else f"{row.artifact_bytes:,}"
+        extra[(name, ipc)] = columns
+    return extra
+
+
+def write_plots(out: Path, cfg: BenchConfig, results: list[RowResult]) -> list[str]:
+    """Accuracy vs INPC (first architecture and augmentation), accuracy per augmentation
+    and per architecture at the largest INPC; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    written = []
+    primary = [r for r in results if r.arch == cfg.arch[0] and r.augment in ("", cfg.augment[0])]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r.name for r in primary if r.ipc is not None):
+        points = sorted((r.ipc, r.mean, r.std) for r in primary if r.name == name)
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], [p[2] for p in points], marker="o", capsize=3, label=name)
+    for r in primary:
+        if r.name == FULL:
+            ax.axhline(r.mean, color="grey", linestyle="--", label="whole training split")
+    ax.set(xscale="log", xlabel="images per class", ylabel="test accuracy (%)", title=primary[0].column)
+    ax.legend(fontsize=7)
+    written.append(_save(fig, out / "accuracy_vs_inpc.png"))
+    top = max(cfg.inpc)
+    for attr, values, name in (("augment", cfg.augment, "augmentation"), ("arch", cfg.arch, "architecture")):
+        if len(values) > 1:
+            chosen = [r for r in results if r.ipc in (top, None) and (attr == "augment" or r.augment in ("", cfg.augment[0]))
+                      and (attr == "arch" or r.arch == cfg.arch[0])]
+            written.append(_bar_plot(plt, chosen, attr, values, out / f"per_{name}.png", f"{name}, {top} images per class"))
+    return written
+
+
+def _bar_plot(plt, results: list[RowResult], attr: str, values: list[str], path: Path, title: str) -> str:
+    names = list(dict.fromkeys(r.name for r in results))
+    width = 0.8 / len(values)
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 1.2), 4))
+    for i, value in enumerate(values):
+        means = [next((r.mean for r in results if r.name == n and getattr(r, attr) == value), 0.0) for n in names]
+        ax.bar(np.arange(len(names)) + i * width, means, width, label=value)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20, fontsize=7)
+    ax.set(ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> str:
+    from matplotlib import pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def write_sample_grids(out: Path, specs: list[SetSpec], device: torch.device, inpc: int = 10) -> list[str]:
+    """One grid per generator: a row per class, its first ``inpc`` fixed images."""
+    from torchvision.utils import save_image
+
+    written = []
+    for spec in (s for s in specs if s.kind == "generator"):
+        drawn = sample_set(load_generator(spec.source, device), inpc, seed=0)
+        order = torch.argsort(drawn.labels, stable=True)
+        path = out / f"samples_{spec.name}.png"
+        with atomic_path(path) as tmp:
+            save_image(drawn.info.denormalize(drawn.images[order]).clamp(0, 1), str(tmp), nrow=inpc, format="png")
+        written.append(str(path))
+    return written
+
+
+def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, specs: list[SetSpec], device: torch.device,
+                       log: Callable[[str], None]) -> dict:
+    """Per generator: image fidelity (overall and per class, ``fidelity_inpc`` generated
+    and real training images per class) and class fidelity, under one named extractor."""
+    generators = [s for s in specs if s.kind == "generator"]
+    if not (cfg.fidelity and generators):
+        return {}
+    info = splits.info
+    net = real_data_network(splits.train, "convnet3", cfg.fidelity_net_epochs, device, cfg.seed)
+    about = f"convnet3 trained {cfg.fidelity_net_epochs} epochs on the real training split ({len(splits.train)} images)"
+    extractor = FidelityExtractor.inception(cfg.inception_weights) if cfg.fidelity_extractor == "inception" \
+        else FidelityExtractor(register_task_extractor(net, info, f"{info.name}-convnet3"))
+    real_images, real_labels = splits.train.batch(random_subset(splits.train, cfg.fidelity_inpc, cfg.seed))
+    report = {}
+    for spec in generators:
+        generator = load_generator(spec.source, device)
+        drawn = sample_set(generator, cfg.fidelity_inpc, seed=cfg.seed)
+        found = per_class_fidelity(extractor, drawn.images, drawn.labels, real_images, real_labels, info, device, cfg.seed)
+        found["extractor"] = about if cfg.fidelity_extractor == "task" else f"InceptionV3 ({cfg.inception_weights})"
+        found["class_fidelity"] = class_fidelity(generator, net, cfg.fidelity_inpc, cfg.seed)
+        found["class_fidelity_network"] = about
+        overall = found["all"]
+        log(f"{spec.name}: FID {overall['fid']:.2f} (N = {overall['n_generated']} vs {overall['n_real']}), "
+            f"KID {overall['kid_mean']:.4f}, IS {overall['isc_mean']:.2f}, precision {overall['precision']:.3f}, "
+            f"recall {overall['recall']:.3f}, class fidelity {found['class_fidelity']:.1f} %; features: {found['extractor']}")
+        report[spec.name] = found
+    return report
+
+
+def cached_cell(cache: CellCache, key: str, compute: Callable[[], tuple[float, float]]) -> dict:
+    """The cache's record of ``key``, trained by ``compute`` (accuracy, seconds) if missing."""
+    if cache.get(key) is None:
+        cache.put(key, *compute())
+    return cache.get(key)
+
+
+def architecture_ranking(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], device: torch.device,
+                         log: Callable[[str], None]) -> dict:
+    """DC-BENCH's NAS protocol over every set but the whole split (see gencond.evaluate.ranking)."""
+    if not cfg.ranking.networks:
+        return {}
+    fingerprint = protocol_fingerprint(splits, cfg.train)
+    caches = {"full" if row.spec.source == FULL else "sets": row.cache for row in rows}
+    full = next(row.training_set for row in rows if row.spec.source == FULL)
+    sets = [row.training_set for row in rows if row.spec.source != FULL]
+    log(f"architecture ranking: {cfg.ranking.networks} NAS-Bench-201 networks x {len(sets) + 1} training sets")
+    report = rank_architectures(
+        cfg.ranking, splits, sets, full, dataclasses.replace(cfg.train, augment=cfg.augment[0]), device, cfg.seed,
+        lambda kind, key, compute: cached_cell(caches[kind], json.dumps({"cell": key, "recipe": fingerprint}), compute))
+    for found in report["sets"]:
+        log(f"  {found['training_set']} ipc={found['ipc'] or 'all'}: Spearman {found['spearman']:+.3f}, its top-1 "
+            f"scores {found['top1_full_data_accuracy']:.2f} % trained on all data (best of the sample "
+            f"{found['best_full_data_accuracy']:.2f} %)")
+    return report
+
+
+def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the grid and write ``results.json``, ``table.md``, the plots and a
+    sample grid per generator to ``cfg.output_dir``; returns the report."""
+    cfg.check()
+    device = resolve_device(cfg.device)
+    report = BenchmarkReport("bench", dataclasses.asdict(cfg), device)
+    splits = cfg.load_splits()
+    cfg.ranking.check(splits)
+    rows = bench_rows(cfg, splits, selectors or {}, device)
+    out = Path(cfg.output_dir)
+    start = time.perf_counter()
+    results = run_cells(cfg, splits, rows, device, log)
+    extra = extra_columns(cfg, rows, results)
+    table = format_table(results, extra, markdown=True)
+    log("\nfinal test accuracy (%), mean ± std over seeds (seconds of training per network); IOR and HLR in points\n")
+    log(format_table(results, extra))
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(table + "\n", encoding="utf-8")
+    files = write_plots(out, cfg, results) + write_sample_grids(out, bench_specs(cfg), device)
+    fidelity = generator_fidelity(cfg, splits, bench_specs(cfg), device, log)
+    ranking = architecture_ranking(cfg, splits, rows, device, log)
+    metrics = improvement_metrics(results)
+    report.add(dataset=splits.info.to_dict(), train_split=len(splits.train), test_split=len(splits.test),
+               cells_seconds=round(time.perf_counter() - start, 1),
+               results=[{**r.to_dict(), **{k: round(v, 3) for k, v in metrics.get((r.name, r.ipc, r.column), {}).items()}}
+                        for r in results],
+               bytes={f"{row.training_set.name} @ {row.training_set.ipc or 'all'}": row.artifact_bytes for row in rows},
+               robustness=[{"training_set": k[0], "ipc": k[1], "arch": k[2], **v} for k, v in robustness(results).items()],
+               transfer=[{"training_set": k[0], "ipc": k[1], "augment": k[2], "mean": round(v, 3)}
+                         for k, v in transfer(results).items()],
+               fidelity=fidelity, ranking=ranking, files=[str(out / "table.md"), *files])
+    return report.write(out / "results.json")

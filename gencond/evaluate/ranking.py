@@ -1,0 +1,79 @@
+"""DC-BENCH's architecture-ranking (NAS) protocol: do networks trained on the condensed
+data rank architectures as networks trained on the whole training split do?
+
+``networks`` genotypes are drawn from the NAS-Bench-201 space (``cells_per_stage`` cells
+per stage; DC-BENCH reduces NAS-Bench-201's 5 to 1). Each is trained ``net_epochs`` on every condensed
+set and, as ground truth, on the whole training split (trained here, offline); all are
+scored on the validation split carved from the training data, so the test split plays no
+part. Reported per set: Spearman's rank correlation between its accuracies and the ground
+truth, and the ground-truth accuracy of the architecture it ranks first (beside the best
+ground-truth accuracy of the sample).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from gencond.data import DatasetSplits
+from gencond.errors import GencondError
+from gencond.evaluate.protocol import TrainingSet
+from gencond.models import create_network
+from gencond.models.cells import sample_genotypes
+from gencond.training.networks import TrainConfig, train_and_test
+
+
+@dataclass
+class RankingConfig:
+    networks: int = field(default=0, metadata={"help": "NAS-Bench-201 genotypes ranked (0 = protocol off)"})
+    net_epochs: int = field(default=50, metadata={"help": "epochs each ranked network trains (DC-BENCH: 50)"})
+    cells_per_stage: int = field(default=1, metadata={"help": "cells per stage (DC-BENCH: 1; NAS-Bench-201: 5)"})
+
+    def check(self, splits: DatasetSplits) -> None:
+        if self.networks < 0 or self.net_epochs < 1 or self.cells_per_stage < 1:
+            raise GencondError("architecture ranking needs networks >= 0, net_epochs >= 1 and cells_per_stage >= 1")
+        if self.networks == 1:
+            raise GencondError("architecture ranking needs at least 2 networks to rank")
+        if self.networks and splits.validation is None:
+            raise GencondError("architecture ranking scores on a validation split: set validation_per_class > 0")
+
+
+def rank_correlation(a: list[float], b: list[float]) -> float:
+    """Spearman's rho (ties ranked by their average); 0 when either side is constant."""
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def rank_architectures(cfg: RankingConfig, splits: DatasetSplits, sets: list[TrainingSet], full: TrainingSet,
+                       train: TrainConfig, device: torch.device, seed: int,
+                       cached: Callable[[str, str, Callable[[], tuple[float, float]]], dict]) -> dict:
+    """The protocol over ``sets`` against ``full``; ``cached(kind, key, compute)`` returns a
+    cell's record, computing and storing it when missing (kind 'full' or 'sets')."""
+    info = splits.info
+    genotypes = sample_genotypes(cfg.networks, seed)
+    recipe = dataclasses.replace(train, epochs=cfg.net_epochs)
+
+    def accuracy(kind: str, training_set: TrainingSet, genotype: str) -> float:
+        key = json.dumps({"ranking": genotype, "cells": cfg.cells_per_stage, "epochs": cfg.net_epochs,
+                          "set": training_set.name, "ipc": training_set.ipc, "seed": seed}, sort_keys=True)
+        return cached(kind, key, lambda: train_and_test(
+            lambda: create_network("nb201_cell", info.num_classes, info.channels, info.image_size, genotype=genotype,
+                                   cells_per_stage=cfg.cells_per_stage),
+            training_set.make(seed), splits.validation, recipe, device, seed))["accuracy"]
+
+    truth = [accuracy("full", full, g) for g in genotypes]
+    report = {"genotypes": genotypes, "scored_on": "validation split", "full_data": truth, "sets": []}
+    for training_set in sets:
+        found = [accuracy("sets", training_set, g) for g in genotypes]
+        top = int(np.argmax(found))
+        report["sets"].append({"training_set": training_set.name, "ipc": training_set.ipc, "accuracies": found,
+                               "spearman": rank_correlation(found, truth), "top1_genotype": genotypes[top],
+                               "top1_full_data_accuracy": truth[top], "best_full_data_accuracy": max(truth)})
+    return report

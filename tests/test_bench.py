@@ -1,0 +1,128 @@
+"""gencond bench: IOR/HLR and summary known answers, set parsing, a tiny grid end to end,
+resuming from the cell cache (a cut line included), and one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+from gencond.artifacts import CondensedSet
+from gencond.cli import main
+from gencond.errors import GencondError
+from gencond.evaluate import bench
+from gencond.evaluate.bench import BenchConfig, CellCache, improvement_metrics, parse_set, robustness, transfer
+from gencond.evaluate.protocol import RowResult
+
+
+def row(name, ipc, mean, arch="convnet3", augment=""):
+    return RowResult(name, ipc, arch, [mean - 1, mean + 1], [1.0, 1.0], augment=augment)
+
+
+def test_ior_and_hlr_are_differences_under_the_same_column():
+    results = [row("random", 1, 50.0), row("random", 10, 90.0), row("full", None, 98.0),
+               row("DM", 1, 80.0), row("DM", 10, 94.5), row("DM", 1, 60.0, arch="mlp3")]
+    metrics = improvement_metrics(results)
+    assert metrics[("DM", 1, "convnet3")] == pytest.approx({"ior": 30.0, "hlr": 18.0})
+    assert metrics[("DM", 10, "convnet3")] == pytest.approx({"ior": 4.5, "hlr": 3.5})
+    assert metrics[("random", 1, "convnet3")] == pytest.approx({"ior": 0.0, "hlr": 48.0})
+    assert metrics[("DM", 1, "mlp3")] == {}  # no random or full row under that column
+    assert ("full", None, "convnet3") not in metrics
+
+
+def test_robustness_and_transfer_summaries():
+    results = [row("DM", 1, m, augment=a) for a, m in (("dsa", 80.0), ("none", 70.0), ("imagenet", 75.0))]
+    results += [row("DM", 1, 40.0, arch="mlp3", augment="dsa"), row("DM", 1, 50.0, arch="alexnet_cifar", augment="dsa")]
+    summary = robustness(results)[("DM", 1, "convnet3")]
+    assert summary["mean"] == pytest.approx(75.0) and summary["best"] == "dsa"
+    assert transfer(results) == {("DM", 1, "dsa"): pytest.approx(45.0)}
+
+
+def test_set_entries_parse_or_fail_with_one_reason():
+    assert parse_set("herding").kind == "selection"
+    spec = parse_set("codebook=generator:runs/x/generator")
+    assert (spec.name, spec.kind, spec.source) == ("codebook", "generator", "runs/x/generator")
+    assert spec.entry == "codebook=generator:runs/x/generator"
+    for bad in ("dm:file.pt", "=condensed:x", "DM=pixels:x", "DM=condensed:", ""):
+        with pytest.raises(GencondError, match="training set"):
+            parse_set(bad)
+
+
+def test_cell_cache_drops_a_line_cut_by_a_kill(tmp_path):
+    path = tmp_path / "cells.jsonl"
+    cache = CellCache(path)
+    cache.put("a", 50.0, 1.0)
+    cache.put("b", 60.0, 2.0)
+    with open(path, "a") as f:
+        f.write('{"key": "c", "accur')  # killed mid-write
+    reopened = CellCache(path)
+    assert set(reopened.records) == {"a", "b"} and path.read_text().endswith("\n")
+    reopened.put("c", 70.0, 3.0)
+    assert set(CellCache(path).records) == {"a", "b", "c"}
+
+
+@pytest.fixture()
+def random_set_file(tmp_path, digits):
+    images, labels = digits.train.batch(torch.arange(0, 200, 20))
+    path = tmp_path / "ten.safetensors"
+    CondensedSet(images, labels, digits.info, method="hand").save(path)
+    return path
+
+
+def tiny_config(tmp_path, random_set_file, **overrides) -> BenchConfig:
+    cfg = BenchConfig(sets=["random", f"ten=condensed:{random_set_file}"], inpc=[1], arch=["convnet3", "mlp3"],
+                      augment=["none", "dsa"], seeds=1, output_dir=str(tmp_path / "bench"),
+                      full_cache=str(tmp_path / "full.jsonl"), device="cpu")
+    cfg.train.epochs = 1
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_tiny_grid_writes_its_report_and_resumes_without_training(tmp_path, random_set_file, monkeypatch):
+    cfg = tiny_config(tmp_path, random_set_file)
+    report = bench.run_bench(cfg, log=lambda _: None)
+    out = tmp_path / "bench"
+    # rows random@1, ten@its own IPC, full; x 2 architectures x 2 augmentations x 1 seed
+    assert len(CellCache(out / "cells.jsonl").records) == 8 and len(CellCache(tmp_path / "full.jsonl").records) == 4
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["benchmark"] == "bench" and len(saved["results"]) == 12
+    random_rows = [r for r in saved["results"] if r["training_set"] == "random"]
+    assert all(r["ior"] == 0.0 and "hlr" in r for r in random_rows)
+    table = (out / "table.md").read_text()
+    assert table.startswith("| training set | IPC |") and "IOR (convnet3, none)" in table and "transfer mean" in table
+    assert {"accuracy_vs_inpc.png", "per_augmentation.png", "per_architecture.png"} <= {p.name for p in out.iterdir()}
+    assert saved["bytes"]["random @ 1"] == 10 * 32 * 32
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached cell was trained again")
+
+    monkeypatch.setattr(bench, "evaluate_cell", no_training)
+    again = bench.run_bench(cfg, log=lambda _: None)
+    assert again["results"] == report["results"]
+
+
+def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file, monkeypatch):
+    cfg = tiny_config(tmp_path, random_set_file, arch=["convnet3"], augment=["none"], full_data=False,
+                      sets=["random"])
+    bench.run_bench(cfg, log=lambda _: None)
+    calls = []
+    monkeypatch.setattr(bench, "evaluate_cell", lambda *a, **k: calls.append(a) or (10.0, 0.1))
+    cfg.train.lr = 0.02
+    bench.run_bench(cfg, log=lambda _: None)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sets", "dm:file"], "training set"),
+    (["--sets", "DM=condensed:/nonexistent.safetensors"], "no condensed set file"),
+    (["--sets", "nosuchrule"], "unknown selection method"),
+    (["--augment", "mixup"], "unknown augmentation"),
+    (["--arch", "nosuchnet"], "nosuchnet"),
+    (["--protocol", "sometimes"], "unknown protocol"),
+    (["--inpc", "0"], "must be positive"),
+])
+def test_bad_bench_input_ends_with_one_line(capsys, tmp_path, argv, message):
+    code = main(["bench", "--output-dir", str(tmp_path / "b"), "--full-cache", str(tmp_path / "f.jsonl"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "b").exists()
