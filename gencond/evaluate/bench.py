@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from gencond.artifacts import load_generator
+from gencond.artifacts.generator import ConditionalGenerator
 from gencond.artifacts.io import atomic_path
 from gencond.data import DataConfig, DatasetSplits, random_subset
 from gencond.errors import GencondError
@@ -390,26 +391,25 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
-def write_sample_grids(out: Path, specs: list[SetSpec], device: torch.device, inpc: int = 10) -> list[str]:
+def write_sample_grids(out: Path, generators: dict[str, ConditionalGenerator], inpc: int = 10) -> list[str]:
     """One grid per generator: a row per class, its first ``inpc`` fixed images."""
     from torchvision.utils import save_image
 
     written = []
-    for spec in (s for s in specs if s.kind == "generator"):
-        drawn = sample_set(load_generator(spec.source, device), inpc, seed=0)
+    for name, generator in generators.items():
+        drawn = sample_set(generator, inpc, seed=0)
         order = torch.argsort(drawn.labels, stable=True)
-        path = out / f"samples_{spec.name}.png"
+        path = out / f"samples_{name}.png"
         with atomic_path(path) as tmp:
             save_image(drawn.info.denormalize(drawn.images[order]).clamp(0, 1), str(tmp), nrow=inpc, format="png")
         written.append(str(path))
     return written
 
 
-def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, specs: list[SetSpec], device: torch.device,
-                       log: Callable[[str], None]) -> dict:
+def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, generators: dict[str, ConditionalGenerator],
+                       device: torch.device, log: Callable[[str], None]) -> dict:
     """Per generator: image fidelity (overall and per class, ``fidelity_inpc`` generated
     and real training images per class) and class fidelity, under one named extractor."""
-    generators = [s for s in specs if s.kind == "generator"]
     if not (cfg.fidelity and generators):
         return {}
     info = splits.info
@@ -419,18 +419,17 @@ def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, specs: list[SetS
         else FidelityExtractor(register_task_extractor(net, info, f"{info.name}-convnet3"))
     real_images, real_labels = splits.train.batch(random_subset(splits.train, cfg.fidelity_inpc, cfg.seed))
     report = {}
-    for spec in generators:
-        generator = load_generator(spec.source, device)
+    for name, generator in generators.items():
         drawn = sample_set(generator, cfg.fidelity_inpc, seed=cfg.seed)
         found = per_class_fidelity(extractor, drawn.images, drawn.labels, real_images, real_labels, info, device, cfg.seed)
         found["extractor"] = about if cfg.fidelity_extractor == "task" else f"InceptionV3 ({cfg.inception_weights})"
         found["class_fidelity"] = class_fidelity(generator, net, cfg.fidelity_inpc, cfg.seed)
         found["class_fidelity_network"] = about
         overall = found["all"]
-        log(f"{spec.name}: FID {overall['fid']:.2f} (N = {overall['n_generated']} vs {overall['n_real']}), "
+        log(f"{name}: FID {overall['fid']:.2f} (N = {overall['n_generated']} vs {overall['n_real']}), "
             f"KID {overall['kid_mean']:.4f}, IS {overall['isc_mean']:.2f}, precision {overall['precision']:.3f}, "
             f"recall {overall['recall']:.3f}, class fidelity {found['class_fidelity']:.1f} %; features: {found['extractor']}")
-        report[spec.name] = found
+        report[name] = found
     return report
 
 
@@ -480,8 +479,9 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
     log(format_table(results, extra))
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table + "\n", encoding="utf-8")
-    files = write_plots(out, cfg, results) + write_sample_grids(out, bench_specs(cfg), device)
-    fidelity = generator_fidelity(cfg, splits, bench_specs(cfg), device, log)
+    generators = {s.name: load_generator(s.source, device) for s in bench_specs(cfg) if s.kind == "generator"}
+    files = write_plots(out, cfg, results) + write_sample_grids(out, generators)
+    fidelity = generator_fidelity(cfg, splits, generators, device, log)
     ranking = architecture_ranking(cfg, splits, rows, device, log)
     metrics = improvement_metrics(results)
     report.add(dataset=splits.info.to_dict(), train_split=len(splits.train), test_split=len(splits.test),

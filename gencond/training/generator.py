@@ -40,7 +40,7 @@ from gencond.artifacts.generator import WEIGHTS
 from gencond.data import DataConfig
 from gencond.errors import GencondError
 from gencond.runtime import keep_freed_memory
-from gencond.training.validation import validation_score
+from gencond.training.validation import draw_fixed_set, validation_score
 
 STATE_DIR, GENERATOR_DIR, SELECTED_DIR = "state", "generator", "selected"
 PRECISIONS = ("no", "bf16")
@@ -108,23 +108,14 @@ class Progress:
         self.scores = {str(k): float(v) for k, v in state.get("scores", {}).items()}
 
 
-@torch.no_grad()
 def save_sample_grid(gen: nn.Module, path: Path, columns: int = 10, seed: int = 0) -> None:
     """One row per class (at most 20 classes shown), columns = the first ``columns`` slots
     of each class (a codebook's codes; fixed noise for DiM), eval-mode generator."""
     from torchvision.utils import save_image
 
-    classes = torch.arange(min(gen.num_classes, 20))
-    labels = classes.repeat_interleave(columns)
-    slots = torch.arange(columns).repeat(len(classes))
-    latents = gen.latents(slots, len(labels), torch.Generator().manual_seed(seed))
-    device = next(gen.parameters()).device
-    was_training = gen.training
-    gen.eval()
-    images = (gen(latents.to(device), labels.to(device)).float() + 1) / 2
-    gen.train(was_training)
+    images, _ = draw_fixed_set(gen, min(gen.num_classes, 20), columns, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.clamp(0, 1).cpu(), str(path), nrow=columns)
+    save_image(((images + 1) / 2).clamp(0, 1), str(path), nrow=columns)
 
 
 def checksum(module: nn.Module) -> float:

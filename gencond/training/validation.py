@@ -17,25 +17,27 @@ from gencond.training.networks import IndexedData, TrainConfig, test_accuracy, t
 
 
 @torch.no_grad()
-def draw_fixed_set(gen: nn.Module, info: DatasetInfo, inpc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images in the normalized space, labels) on the CPU: positions 0..inpc-1 of every
-    class (a codebook's first codes), latents from ``seed``; eval mode, restored after."""
-    labels = torch.arange(gen.num_classes).repeat_interleave(inpc)
-    latents = gen.latents(torch.arange(inpc).repeat(gen.num_classes), len(labels), torch.Generator().manual_seed(seed))
+def draw_fixed_set(gen: nn.Module, num_classes: int, inpc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images in the generator's [-1, 1] range, labels) on the CPU for the first
+    ``num_classes`` classes: positions 0..inpc-1 of every class (a codebook's first codes;
+    fixed noise for DiM), latents from ``seed``; eval mode, restored after."""
+    labels = torch.arange(num_classes).repeat_interleave(inpc)
+    latents = gen.latents(torch.arange(inpc).repeat(num_classes), len(labels), torch.Generator().manual_seed(seed))
     device = next(gen.parameters()).device
     was_training = gen.training
     gen.eval()
     images = torch.cat([gen(z.to(device), y.to(device)).float().cpu()
                         for z, y in zip(latents.split(500), labels.split(500))])
     gen.train(was_training)
-    return info.from_generator_range(images), labels
+    return images, labels
 
 
 def validation_score(gen: nn.Module, info: DatasetInfo, validation: ImageSet, inpc: int, epochs: int,
                      seed: int, device: torch.device) -> float:
     """Validation accuracy (%) of a ConvNet-3 trained ``epochs`` on ``inpc`` images per class
     drawn from ``gen`` (the same draw and network initialisation for every state)."""
-    images, labels = draw_fixed_set(gen, info, inpc, seed)
+    images, labels = draw_fixed_set(gen, gen.num_classes, inpc, seed)
+    images = info.from_generator_range(images)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_network("convnet3", info.num_classes, info.channels, info.image_size)
