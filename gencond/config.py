@@ -159,9 +159,17 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a missing or malformed flag) as one line, exit status 2, like
+    every other bad input; ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def config_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
     """A parser of ``--config FILE`` plus one flag per field of ``cls``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--config", help="YAML file of config fields (flags override it)")
     add_config_arguments(parser, cls)
     return parser

@@ -2,13 +2,14 @@
 
 from gencond.artifacts.condensed import CondensedSet
 from gencond.artifacts.generator import ConditionalGenerator, load_generator, save_pretrained
-from gencond.artifacts.io import atomic_path, write_json
+from gencond.artifacts.io import atomic_path, output_lock, write_json
 
 __all__ = [
     "CondensedSet",
     "ConditionalGenerator",
     "atomic_path",
     "load_generator",
+    "output_lock",
     "save_pretrained",
     "write_json",
 ]

@@ -131,6 +131,8 @@ class CondensedSet:
         missing = {"images", "labels"} - set(tensors)
         if missing:
             raise GencondError(f"{path}: missing tensor(s) {', '.join(sorted(missing))}")
+        if tensors["labels"].is_floating_point() or tensors["labels"].is_complex():
+            raise GencondError(f"{path}: labels must be integers, got {tensors['labels'].dtype}")
         try:
             info = DatasetInfo.from_dict(json.loads(metadata["info"]))
             config = json.loads(metadata.get("config", "{}"))
@@ -194,9 +196,12 @@ def _read_npz(path: Path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             metadata = json.loads(str(arrays["metadata"]))
-            tensors = {k: torch.from_numpy(arrays[k]) for k in arrays.files if k != "metadata"}
+            arrays = {k: arrays[k] for k in arrays.files if k != "metadata"}
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise GencondError(f"cannot read {path} as a condensed-set .npz (truncated or not a condensed set): {err}") from None
     if not isinstance(metadata, dict):
         raise GencondError(f"{path} is not a gencond condensed set")
-    return tensors, metadata
+    odd = [f"{k} ({a.dtype})" for k, a in arrays.items() if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)]
+    if odd:
+        raise GencondError(f"{path}: arrays of numbers expected, got {', '.join(odd)}")
+    return {k: torch.from_numpy(a) for k, a in arrays.items()}, metadata

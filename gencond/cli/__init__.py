@@ -1,7 +1,8 @@
 """The ``gencond`` command line. Each subcommand registers itself with :func:`command`.
 
 Bad input raises :class:`~gencond.errors.GencondError`, which ends here as one line on
-stderr and exit status 2.
+stderr and exit status 2; a failing machine (a full disk, a read-only folder: ``OSError``)
+ends as one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 
 from gencond import __version__
+from gencond.config import OneLineParser
 from gencond.errors import GencondError
 from gencond.runtime import keep_freed_memory
 
@@ -38,7 +40,7 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gencond",
         description="Generative-model dataset condensation: condense, sample and evaluate.",
     )
@@ -58,6 +60,10 @@ def guarded(run: Callable[[], int | None], prog: str) -> int:
     except GencondError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine, not the input: a full disk, a read-only folder
+        where = f": {err.filename}" if err.filename else ""
+        print(f"{prog}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -267,6 +267,11 @@ def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], d
     header = ["training set", "IPC"] + archs + extra_names
     lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs]
              + [extra.get((name, ipc), {}).get(column, "-") for column in extra_names] for name, ipc in keys]
+    return format_rows(header, lines, markdown)
+
+
+def format_rows(header: list[str], lines: list[list[str]], markdown: bool = False) -> str:
+    """A table of strings: aligned plain text, or markdown."""
     if markdown:
         return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header)] + lines)
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]

@@ -14,9 +14,9 @@ import yaml
 from gencond.artifacts import write_json
 from gencond.config import config_from_dict
 from gencond.errors import GencondError
-from gencond.evaluate.protocol import format_table, machine_description
+from gencond.evaluate.protocol import format_rows, format_table, machine_description
 
-__all__ = ["BenchmarkReport", "format_table", "machine_description", "parse_variant", "variant_config"]
+__all__ = ["BenchmarkReport", "format_rows", "format_table", "machine_description", "parse_variant", "variant_config"]
 
 T = TypeVar("T")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import Dataset
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler, Sampler, get_worker_info
 
 from gencond.artifacts import CondensedSet
 from gencond.artifacts.generator import ConditionalGenerator
@@ -88,17 +89,64 @@ def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
                         config=config)
 
 
+# Slots of the shared served-item counters: the main process and up to 255 DataLoader workers.
+_COUNTER_SLOTS = 256
+
+
+class EpochSampler(Sampler):
+    """A sampler for a fresh :class:`GeneratorDataset` whose indices carry their epoch:
+    it yields ``(epoch, i)`` pairs, so every DataLoader worker, persistent or not, and
+    every process of a distributed run draws the images of the epoch the sampler is in.
+    The epoch advances by one with each pass (or is set with :meth:`set_epoch`). The order
+    and the split across ``num_replicas`` processes are those of torch's
+    ``DistributedSampler`` (one process by default, or the world of an initialised
+    ``torch.distributed``), seeded by ``seed`` and the epoch."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None, drop_last: bool = False):
+        if num_replicas is None:
+            num_replicas = _world_size()
+        if rank is None:
+            rank = dist.get_rank() if num_replicas > 1 else 0
+        self.order = DistributedSampler(range(size), num_replicas, rank, shuffle, seed, drop_last)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.order.set_epoch(epoch)
+        self.epoch += 1
+        return ((epoch, i) for i in list(self.order))
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 class GeneratorDataset(Dataset):
     """INPC x C (image, label) pairs drawn from a generator, lazily, in batches.
 
     Item ``i`` is an image of class ``classes[i // inpc]``. With ``fresh=False`` the
-    images are fixed by ``seed`` (a condensed set you never had to store); with
-    ``fresh=True`` every epoch draws new latents: call :meth:`set_epoch` as with a
-    ``DistributedSampler``, or let the dataset advance by itself once every item of the
-    current epoch has been read (single-process loading). ``candidates``, ``rule`` and
-    ``selector`` choose a fixed set among more draws, as :func:`sample_set` does (the
-    chosen set is generated once, up front). With a ``teacher``, items are
-    (image, label, soft label): the teacher's logits of the image.
+    images are fixed by ``seed`` (a condensed set you never had to store). With
+    ``fresh=True`` every epoch draws new latents, and an image depends only on the seed,
+    the epoch and its index, never on which process or worker draws it:
+
+    - in any single-process DataLoader set-up (0 or more workers, persistent or not,
+      shuffled or not), the epoch advances by itself once every item of the current epoch
+      has been read: the items served are counted in shared memory, so workers that hold
+      copies of the dataset still agree (read whole epochs; :meth:`set_epoch` resets);
+    - for exact epochs under any sampling, and in distributed runs (where each process
+      reads only its share), use :meth:`sampler`: its indices carry their epoch. Plain
+      indices in a distributed run are refused rather than served from a wrong epoch.
+
+    ``candidates``, ``rule`` and ``selector`` choose a fixed set among more draws, as
+    :func:`sample_set` does (the chosen set is generated once, up front). With a
+    ``teacher``, items are (image, label, soft label): the teacher's logits of the image.
     """
 
     def __init__(self, generator: ConditionalGenerator, inpc: int, seed: int = 0, fresh: bool = False,
@@ -115,36 +163,48 @@ class GeneratorDataset(Dataset):
         self.labels = chosen.repeat_interleave(inpc)
         self.slots = class_slots(len(chosen), inpc)
         self.batch_size = batch_size
-        self.epoch, self._served = 0, 0
+        # served[0] holds set_epoch's base count, served[1 + w] the items worker w (or the main process, w = -1) read
+        self._served = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
+        self._distributed = _world_size() > 1
+        self._cached_epoch, self._latents = None, None
         self._blocks: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         if candidates > 1:
             kept = sample_set(generator, inpc, seed, classes, batch_size, candidates, rule, selector).images
             self._blocks = {b: self._with_soft_labels(x) for b, x in enumerate(kept.split(batch_size))}
-        else:
-            self._latents = self._epoch_latents()
-
-    def _epoch_latents(self) -> torch.Tensor:
-        """Latents of every item for the current epoch (fixed: epoch 0 always, at the
-        items' slots; fresh: new draws), so an image depends on its index and seed only,
-        not on the block size."""
-        epoch = self.epoch if self.fresh else 0
-        slots = None if self.fresh else self.slots
-        return seeded_latents(self.generator, slots, len(self.labels), self.seed + 1_000_003 * epoch)
+            self._cached_epoch = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch the next plain index is served from."""
+        return int(self._served.sum()) // len(self)
+
     def set_epoch(self, epoch: int) -> None:
-        changed = self.fresh and epoch != self.epoch
-        self.epoch, self._served = epoch, 0
-        if changed:
-            self._blocks.clear()
-            self._latents = self._epoch_latents()
+        """Serve plain indices from ``epoch`` on (seen by DataLoader workers too)."""
+        self._served.zero_()
+        self._served[0] = epoch * len(self)
+
+    def sampler(self, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None, rank: int | None = None,
+                drop_last: bool = False) -> EpochSampler:
+        """An :class:`EpochSampler` over this dataset: ``DataLoader(ds, sampler=ds.sampler())``."""
+        return EpochSampler(len(self), shuffle, seed, num_replicas, rank, drop_last)
+
+    def _epoch_latents(self, epoch: int) -> torch.Tensor:
+        """Latents of every item of ``epoch`` (fixed: epoch 0 always, at the items' slots;
+        fresh: new draws), so an image depends on its index, seed and epoch only, not on
+        the block size or the process."""
+        slots = None if self.fresh else self.slots
+        return seeded_latents(self.generator, slots, len(self.labels), self.seed + 1_000_003 * epoch)
 
     def _with_soft_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return images, (teacher_logits(self.teacher.net, images) if self.teacher is not None else None)
 
-    def _block(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _block(self, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if epoch != self._cached_epoch:
+            self._blocks.clear()
+            self._cached_epoch, self._latents = epoch, self._epoch_latents(epoch)
         if b not in self._blocks:
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(self))
             images = generate_in_batches(self.generator, self.labels[start:stop], self._latents[start:stop],
@@ -152,16 +212,31 @@ class GeneratorDataset(Dataset):
             self._blocks[b] = self._with_soft_labels(images)
         return self._blocks[b]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
+    def _plain_index_epoch(self) -> tuple[int, int]:
+        """The epoch of a plain index and the counter slot of the reading process."""
+        if self._distributed:
+            raise GencondError("a fresh GeneratorDataset in a distributed run needs its own sampler: "
+                               "DataLoader(dataset, sampler=dataset.sampler()), so every process draws the same epoch")
+        worker = get_worker_info()
+        slot = 1 + (worker.id + 1 if worker is not None else 0)
+        if slot >= _COUNTER_SLOTS:
+            raise GencondError(f"a fresh GeneratorDataset serves at most {_COUNTER_SLOTS - 2} DataLoader workers")
+        return self.epoch, slot
+
+    def __getitem__(self, index) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
+        epoch, i = index if isinstance(index, tuple) else (None, index)
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
-        images, soft_labels = self._block(i // self.batch_size)
+        slot = None
+        if not self.fresh:
+            epoch = 0
+        elif epoch is None:
+            epoch, slot = self._plain_index_epoch()
+        images, soft_labels = self._block(epoch, i // self.batch_size)
         image = images[i % self.batch_size]
-        if self.fresh:
-            self._served += 1
-            if self._served == len(self):
-                self.set_epoch(self.epoch + 1)
+        if slot is not None:
+            self._served[slot] += 1  # each process writes only its own slot: no lock needed
         if soft_labels is None:
             return image, int(self.labels[i])
         return image, int(self.labels[i]), soft_labels[i % self.batch_size]

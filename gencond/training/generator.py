@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,8 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gencond.artifacts import save_pretrained, write_json
+from gencond.artifacts import output_lock, save_pretrained, write_json
 from gencond.artifacts.generator import WEIGHTS
+from gencond.artifacts.io import fsync_tree
 from gencond.data import DataConfig
 from gencond.errors import GencondError
 from gencond.runtime import keep_freed_memory
@@ -45,6 +47,7 @@ from gencond.training.validation import draw_fixed_set, validation_score
 STATE_DIR, GENERATOR_DIR, SELECTED_DIR = "state", "generator", "selected"
 PRECISIONS = ("no", "bf16")
 SELECT_BY = ("last", "validation")
+ON_NONFINITE = ("stop", "rollback")
 
 
 @dataclass
@@ -62,6 +65,11 @@ class GeneratorConfig(DataConfig):
                                                                "validation_per_class)"})
     validation_inpc: int = field(default=10, metadata={"help": "images per class drawn for the validation score"})
     validation_epochs: int = field(default=100, metadata={"help": "epochs the validation score's ConvNet-3 trains"})
+    on_nonfinite: str = field(default="stop", metadata={"help": "a NaN or Inf loss: stop (one line naming the step "
+                                                                 "and the last good state) or rollback (reload "
+                                                                 "that state and lower the learning rates)"})
+    rollback_lr_factor: float = field(default=0.5, metadata={"help": "rollback: learning rates times this"})
+    max_rollbacks: int = field(default=3, metadata={"help": "rollback: stop after this many"})
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:
@@ -74,6 +82,10 @@ class GeneratorConfig(DataConfig):
             raise GencondError("select_by: validation needs a validation split (validation_per_class > 0)")
         if self.validation_inpc <= 0 or self.validation_epochs <= 0:
             raise GencondError("validation_inpc and validation_epochs must be positive")
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise GencondError(f"on_nonfinite must be stop or rollback, got {self.on_nonfinite!r}")
+        if not 0.0 < self.rollback_lr_factor < 1.0 or self.max_rollbacks < 0:
+            raise GencondError("rollback_lr_factor must be in (0, 1) and max_rollbacks >= 0")
 
 
 def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, epoch: int, cap: int) -> list[torch.Tensor]:
@@ -90,22 +102,33 @@ def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, 
 
 
 class Progress:
-    """The epoch counter and the validation scores so far (the best epoch and score, every
-    epoch's score), saved and restored with Accelerate's training state."""
+    """The epoch counter, the validation scores so far (the best epoch and score, every
+    epoch's score) and the rollbacks after non-finite losses (how many, and the factor on
+    every learning rate they left), saved and restored with Accelerate's training state."""
 
     def __init__(self):
         self.epoch, self.best_epoch, self.best_score = 0, 0, float("-inf")
         self.scores: dict[str, float] = {}
+        self.rollbacks, self.lr_scale = 0, 1.0
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                "scores": dict(self.scores)}
+                "scores": dict(self.scores), "rollbacks": self.rollbacks, "lr_scale": self.lr_scale}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
         self.best_epoch = int(state.get("best_epoch", 0))
         self.best_score = float(state.get("best_score", float("-inf")))
         self.scores = {str(k): float(v) for k, v in state.get("scores", {}).items()}
+        self.rollbacks, self.lr_scale = int(state.get("rollbacks", 0)), float(state.get("lr_scale", 1.0))
+
+
+class NonFiniteLoss(Exception):
+    """A loss of the current step is NaN or Inf (on any process)."""
+
+    def __init__(self, epoch: int, step: int, losses: dict[str, float]):
+        bad = ", ".join(f"{k} = {v}" for k, v in losses.items() if not math.isfinite(v)) or "on another process"
+        super().__init__(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {bad}")
 
 
 def save_sample_grid(gen: nn.Module, path: Path, columns: int = 10, seed: int = 0) -> None:
@@ -146,6 +169,8 @@ class GeneratorTrainer:
         prepared = self.accelerator.prepare(*parts.values())
         for name, obj in zip(parts, prepared if len(parts) > 1 else (prepared,)):
             setattr(self, name, obj)
+        self.optimizers = [obj for obj in (getattr(self, name) for name in parts)
+                           if isinstance(obj, torch.optim.Optimizer)]
         self.raw_gen = self.accelerator.unwrap_model(self.gen)
         self.progress = Progress()
         self.accelerator.register_for_checkpointing(self.progress)
@@ -191,26 +216,34 @@ class GeneratorTrainer:
             self.ema.step(self.raw_gen.parameters())
 
     def resume(self) -> None:
-        state = next((self.out / name for name in (STATE_DIR, f"{STATE_DIR}.old") if (self.out / name).is_dir()), None)
+        state = self.last_good_state()
         if state is None:
             raise GencondError(f"--resume: no saved training state under {self.out}")
         self.accelerator.load_state(str(state))
         self.accelerator.print(f"resumed from {state} at epoch {self.progress.epoch}")
 
     def save_state(self) -> None:
-        """Accelerate writes into a fresh folder; the main process then swaps it in, so a
-        kill at any moment leaves ``state`` or ``state.old`` whole."""
+        """Accelerate writes into a fresh folder; the main process flushes it to the disk and
+        then swaps it in, so a kill (or a crash) at any moment leaves ``state`` or
+        ``state.old`` whole."""
         acc, out = self.accelerator, self.out
         tmp, final, old = out / f"{STATE_DIR}.tmp", out / STATE_DIR, out / f"{STATE_DIR}.old"
         if acc.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        try:
+            acc.save_state(str(tmp))
+        except OSError as err:  # disk full, read-only folder: the swap below never happens
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = f"the previous state {final} is intact" if final.exists() else "no state was saved before"
+            raise GencondError(f"cannot write the training state to {tmp} ({err.strerror or err}); {kept}") from None
         acc.wait_for_everyone()
         if acc.is_main_process:
+            fsync_tree(tmp)
             if final.exists():
                 final.rename(old)
             tmp.rename(final)
+            fsync_tree(out, recursive=False)
             shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
@@ -218,17 +251,21 @@ class GeneratorTrainer:
         from tqdm.auto import tqdm
 
         ctx, items = self.start_epoch(epoch)
+        for opt in self.optimizers:  # after a rollback: the method's learning rates, lowered
+            for group in opt.param_groups:
+                group["lr"] *= self.progress.lr_scale
         totals: dict[str, float] = {}
         start = first_step_done = time.perf_counter()
         extra = self.describe(ctx)
         desc = f"epoch {epoch + 1}/{self.cfg.epochs}" + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})"
                                                         if extra else "")
         bar = tqdm(items, desc=desc, disable=not self.accelerator.is_local_main_process, leave=False)
-        for item in bar:
-            losses = self.train_step(ctx, item)
+        for step, item in enumerate(bar):
+            losses = {k: float(v) for k, v in self.train_step(ctx, item).items()}
+            self.check_finite(epoch, step, losses)
             for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-            bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()})
+                totals[k] = totals.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             if first_step_done == start:
                 first_step_done = time.perf_counter()
         end = time.perf_counter()
@@ -236,6 +273,36 @@ class GeneratorTrainer:
                 "seconds_per_step": round((end - start) / len(items), 4),
                 "seconds_after_first_step": round(end - first_step_done, 3), "rank": self.rank,
                 **{k: round(v / len(items), 5) for k, v in totals.items()}}
+
+    def check_finite(self, epoch: int, step: int, losses: dict[str, float]) -> None:
+        """Raise :class:`NonFiniteLoss` on every process when any process's loss is NaN or Inf."""
+        finite = all(math.isfinite(v) for v in losses.values())
+        if self.world > 1:
+            flag = torch.tensor([float(finite)], device=self.device)
+            finite = bool(self.accelerator.reduce(flag, reduction="sum").item() == self.world)
+        if not finite:
+            raise NonFiniteLoss(epoch, step, losses)
+
+    def last_good_state(self) -> Path | None:
+        return next((self.out / name for name in (STATE_DIR, f"{STATE_DIR}.old") if (self.out / name).is_dir()), None)
+
+    def recover(self, error: NonFiniteLoss) -> None:
+        """``on_nonfinite: stop``: one line naming the step and the last good state.
+        ``rollback``: reload that state and continue with every learning rate lowered."""
+        cfg, state = self.cfg, self.last_good_state()
+        where = f"the last good state is {state} (epoch {self.progress.epoch})" if state else "no state was saved yet"
+        if cfg.on_nonfinite == "stop" or state is None or self.progress.rollbacks >= cfg.max_rollbacks:
+            hint = "; resume with --resume and a lower learning rate" if state else ""
+            raise GencondError(f"{error}; {where}{hint}")
+        rollbacks, lr_scale = self.progress.rollbacks + 1, self.progress.lr_scale * cfg.rollback_lr_factor
+        self.accelerator.load_state(str(state))
+        self.progress.rollbacks, self.progress.lr_scale = rollbacks, lr_scale
+        self.accelerator.print(f"{error}; rolled back to epoch {self.progress.epoch} ({state}), "
+                               f"learning rates x {lr_scale:g}")
+        if self.accelerator.is_main_process:
+            with open(self.out / "log.jsonl", "a") as log:
+                log.write(json.dumps({"rollback": rollbacks, "error": str(error), "to_epoch": self.progress.epoch,
+                                      "lr_scale": lr_scale}) + "\n")
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -328,7 +395,9 @@ class GeneratorTrainer:
                 write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
                                                        "processes": self.world,
                                                        "generator_checksum_per_rank": checksums,
-                                                       "written_by_rank": self.rank, "selection": selection})
+                                                       "written_by_rank": self.rank, "selection": selection,
+                                                       "rollbacks": self.progress.rollbacks,
+                                                       "lr_scale": self.progress.lr_scale})
         acc.wait_for_everyone()
         acc.end_training()
         return self.out / GENERATOR_DIR
@@ -338,8 +407,13 @@ class GeneratorTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", asdict(self.cfg))
         self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}")
-        for epoch in range(self.progress.epoch, self.cfg.epochs):
-            self.end_of_epoch(self.run_epoch(epoch))
+        while self.progress.epoch < self.cfg.epochs:
+            try:
+                record = self.run_epoch(self.progress.epoch)
+            except NonFiniteLoss as error:
+                self.recover(error)
+                continue
+            self.end_of_epoch(record)
         return self.finish()
 
 
@@ -348,4 +422,5 @@ def run_trainer(trainer_class: type[GeneratorTrainer], cfg: GeneratorConfig, res
     trainer = trainer_class(cfg)
     if resume:
         trainer.resume()
-    return trainer.fit()
+    with output_lock(trainer.out) if trainer.accelerator.is_main_process else contextlib.nullcontext():
+        return trainer.fit()

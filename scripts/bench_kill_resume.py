@@ -1,0 +1,114 @@
+"""Kill -9 and resume: every generator method, killed at random moments of a training run
+(some of them while the training state is being written), resumed with ``--resume`` until
+it finishes, must end with exactly the generator of an uninterrupted run.
+
+Each trial starts ``gencond train METHOD`` in a fresh folder, sends SIGKILL at a moment
+drawn uniformly over 90 % of the reference run's duration (every third trial: the moment the
+state's temporary folder appears, i.e. during Accelerate's write), then runs
+``--resume`` (or starts again when no state was saved yet) until the run completes,
+and compares every tensor of the final ``model.safetensors`` with the reference run's.
+Seconds lost per kill = killed run + resumed run - the reference run.
+
+    python scripts/bench_kill_resume.py --trials 10 --json results/bench_kill_resume.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from gencond.evaluate.report import BenchmarkReport, format_rows
+
+# A few steps per epoch and a few epochs on digits: long enough to kill inside, short enough for 10 trials.
+TINY = {
+    "dim": ["--config", "configs/dim/digits.yaml", "--width", "8", "--gan-epochs", "3", "--match-epochs", "2",
+            "--steps-per-epoch", "3", "--sample-every", "0", "--seed", "3"],
+    "codebook": ["--config", "configs/codebook/digits.yaml", "--epochs", "5", "--steps-per-epoch", "2",
+                 "--width", "16", "--feature-net-epochs", "1", "--sample-every", "0", "--seed", "3"],
+}
+
+
+def command(method: str, out: Path, resume: bool) -> list[str]:
+    return [sys.executable, "-m", "gencond", "train", method, *TINY[method], "--output-dir", str(out),
+            *(["--resume"] if resume else [])]
+
+
+def run(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def killed_run(cmd: list[str], out: Path, after: float | None, timeout: float) -> tuple[float, str]:
+    """Start ``cmd`` and SIGKILL it after ``after`` seconds, or when ``out/state.tmp``
+    appears (``after`` None); returns the seconds it ran and where it was killed."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = out / "state.tmp"
+    while proc.poll() is None:
+        elapsed = time.perf_counter() - start
+        if (after is not None and elapsed >= after) or (after is None and tmp.exists()) or elapsed > timeout:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return elapsed, "during the state write" if after is None else f"at {after:.1f} s"
+        time.sleep(0.005 if after is None else 0.05)
+    return time.perf_counter() - start, "finished before the kill"
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a / "generator" / "model.safetensors")), load_file(str(b / "generator" / "model.safetensors"))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def trials(method: str, count: int, work: Path, rng: random.Random) -> dict:
+    reference = work / method / "reference"
+    reference_seconds = run(command(method, reference, False))
+    rows = []
+    for t in range(count):
+        out = work / method / f"trial_{t}"
+        after = None if t % 3 == 2 else rng.uniform(0.0, 0.9 * reference_seconds)
+        ran, where = killed_run(command(method, out, False), out, after, 3 * reference_seconds)
+        state_left = sorted(p.name for p in out.glob("state*")) if out.exists() else []
+        resumed = run(command(method, out, any(name in state_left for name in ("state", "state.old"))))
+        rows.append({"trial": t, "killed": where, "state_folders_after_kill": state_left,
+                     "identical": same_weights(reference, out), "seconds_lost": round(ran + resumed - reference_seconds, 1)})
+        print(f"{method} trial {t}: killed {where}, left {state_left or 'nothing'}, "
+              f"identical {rows[-1]['identical']}, {rows[-1]['seconds_lost']} s lost", flush=True)
+    return {"reference_seconds": round(reference_seconds, 1), "trials": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(TINY), choices=list(TINY))
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", default="runs/kill_resume")
+    parser.add_argument("--json", default="results/bench_kill_resume.json")
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    report = BenchmarkReport("kill_resume", vars(args), torch.device("cpu"))
+    rng = random.Random(args.seed)
+    results = {m: trials(m, args.trials, Path(args.work_dir), rng) for m in args.methods}
+    rows = []
+    for method, r in results.items():
+        lost = [t["seconds_lost"] for t in r["trials"]]
+        rows.append([method, str(len(lost)), str(sum(t["identical"] for t in r["trials"])),
+                     str(sum(t["killed"] == "during the state write" for t in r["trials"])),
+                     f"{r['reference_seconds']:.1f}", f"{sum(lost) / len(lost):.1f} (max {max(lost):.1f})"])
+    print(format_rows(["method", "trials", "identical to the uninterrupted run", "killed during the state write",
+                       "uninterrupted s", "seconds lost per kill"], rows))
+    report.add(results=results)
+    report.write(args.json)
+
+
+if __name__ == "__main__":
+    main()
