@@ -4,7 +4,8 @@ it finishes, must end with exactly the generator of an uninterrupted run.
 
 Each trial starts ``gencond train METHOD`` in a fresh folder, sends SIGKILL at a moment
 drawn uniformly over 90 % of the reference run's duration (every third trial: the moment the
-state's temporary folder appears, i.e. during Accelerate's write), then runs
+state's temporary folder appears, i.e. during Accelerate's write: the first write in the
+first such trial, a later one, with a saved state beside it, in the others), then runs
 ``--resume`` (or starts again when no state was saved yet) until the run completes,
 and compares every tensor of the final ``model.safetensors`` with the reference run's.
 Seconds lost per kill = killed run + resumed run - the reference run.
@@ -48,19 +49,24 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def killed_run(cmd: list[str], out: Path, after: float | None, timeout: float) -> tuple[float, str]:
+def killed_run(cmd: list[str], out: Path, after: float | str, timeout: float) -> tuple[float, str]:
     """Start ``cmd`` and SIGKILL it after ``after`` seconds, or when ``out/state.tmp``
-    appears (``after`` None); returns the seconds it ran and where it was killed."""
+    appears (``after`` "first write"; "later write": once ``out/state`` exists too);
+    returns the seconds it ran and where it was killed."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tmp = out / "state.tmp"
+    tmp, state = out / "state.tmp", out / "state"
     while proc.poll() is None:
         elapsed = time.perf_counter() - start
-        if (after is not None and elapsed >= after) or (after is None and tmp.exists()) or elapsed > timeout:
+        if isinstance(after, str):
+            due = tmp.exists() and (after == "first write" or state.exists())
+        else:
+            due = elapsed >= after
+        if due or elapsed > timeout:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return elapsed, "during the state write" if after is None else f"at {after:.1f} s"
-        time.sleep(0.005 if after is None else 0.05)
+            return elapsed, f"during the {after}" if isinstance(after, str) else f"at {after:.1f} s"
+        time.sleep(0.005 if isinstance(after, str) else 0.05)
     return time.perf_counter() - start, "finished before the kill"
 
 
@@ -75,7 +81,7 @@ def trials(method: str, count: int, work: Path, rng: random.Random) -> dict:
     rows = []
     for t in range(count):
         out = work / method / f"trial_{t}"
-        after = None if t % 3 == 2 else rng.uniform(0.0, 0.9 * reference_seconds)
+        after = ("first write" if t == 2 else "later write") if t % 3 == 2 else rng.uniform(0.0, 0.9 * reference_seconds)
         ran, where = killed_run(command(method, out, False), out, after, 3 * reference_seconds)
         state_left = sorted(p.name for p in out.glob("state*")) if out.exists() else []
         resumed = run(command(method, out, any(name in state_left for name in ("state", "state.old"))))
@@ -102,7 +108,7 @@ def main() -> None:
     for method, r in results.items():
         lost = [t["seconds_lost"] for t in r["trials"]]
         rows.append([method, str(len(lost)), str(sum(t["identical"] for t in r["trials"])),
-                     str(sum(t["killed"] == "during the state write" for t in r["trials"])),
+                     str(sum(t["killed"].startswith("during") for t in r["trials"])),
                      f"{r['reference_seconds']:.1f}", f"{sum(lost) / len(lost):.1f} (max {max(lost):.1f})"])
     print(format_rows(["method", "trials", "identical to the uninterrupted run", "killed during the state write",
                        "uninterrupted s", "seconds lost per kill"], rows))
