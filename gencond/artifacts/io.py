@@ -74,6 +74,9 @@ def output_lock(directory: str | Path) -> Iterator[Path]:
             holder = handle.read().strip() or "another process"
             raise GencondError(f"{directory} is in use by another run ({holder}); "
                                "wait for it or choose another output_dir") from None
+        except OSError:  # a file system without flock (some network mounts): run unlocked
+            yield path
+            return
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
