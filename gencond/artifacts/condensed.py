@@ -194,9 +194,9 @@ def _read_npz(path: Path) -> tuple[dict, dict]:
     import zipfile
 
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            metadata = json.loads(str(arrays["metadata"]))
-            arrays = {k: arrays[k] for k in arrays.files if k != "metadata"}
+        with np.load(path, allow_pickle=False) as npz:
+            metadata = json.loads(str(npz["metadata"]))
+            arrays = {k: npz[k] for k in npz.files if k != "metadata"}
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise GencondError(f"cannot read {path} as a condensed-set .npz (truncated or not a condensed set): {err}") from None
     if not isinstance(metadata, dict):

@@ -89,7 +89,7 @@ def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
                         config=config)
 
 
-# Slots of the shared served-item counters: the main process and up to 255 DataLoader workers.
+# Slots of the shared served-item counters: set_epoch's base, the main process and up to 254 DataLoader workers.
 _COUNTER_SLOTS = 256
 
 
@@ -163,7 +163,7 @@ class GeneratorDataset(Dataset):
         self.labels = chosen.repeat_interleave(inpc)
         self.slots = class_slots(len(chosen), inpc)
         self.batch_size = batch_size
-        # served[0] holds set_epoch's base count, served[1 + w] the items worker w (or the main process, w = -1) read
+        # served[0] holds set_epoch's base count, served[1] the items the main process read, served[2 + w] worker w's
         self._served = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
         self._distributed = _world_size() > 1
         self._cached_epoch, self._latents = None, None
@@ -218,7 +218,7 @@ class GeneratorDataset(Dataset):
             raise GencondError("a fresh GeneratorDataset in a distributed run needs its own sampler: "
                                "DataLoader(dataset, sampler=dataset.sampler()), so every process draws the same epoch")
         worker = get_worker_info()
-        slot = 1 + (worker.id + 1 if worker is not None else 0)
+        slot = 2 + worker.id if worker is not None else 1
         if slot >= _COUNTER_SLOTS:
             raise GencondError(f"a fresh GeneratorDataset serves at most {_COUNTER_SLOTS - 2} DataLoader workers")
         return self.epoch, slot
