@@ -8,7 +8,9 @@ state's temporary folder appears, i.e. during Accelerate's write: the first writ
 first such trial, a later one, with a saved state beside it, in the others), then runs
 ``--resume`` (or starts again when no state was saved yet) until the run completes,
 and compares every tensor of the final ``model.safetensors`` with the reference run's.
-Seconds lost per kill = killed run + resumed run - the reference run.
+Seconds lost per kill = killed run + resumed run - the reference run. With
+``--save-every-steps N`` the runs also save their state every N steps, so most kills are
+resumed within an epoch.
 
     python scripts/bench_kill_resume.py --trials 10 --json results/bench_kill_resume.json
 """
@@ -38,9 +40,10 @@ TINY = {
 }
 
 
-def command(method: str, out: Path, resume: bool) -> list[str]:
+def command(method: str, out: Path, resume: bool, every: int) -> list[str]:
+    """The tiny run; ``every`` > 0 also saves the state every ``every`` steps within an epoch."""
     return [sys.executable, "-m", "gencond", "train", method, *TINY[method], "--output-dir", str(out),
-            *(["--resume"] if resume else [])]
+            *(["--save-every-steps", str(every)] if every else []), *(["--resume"] if resume else [])]
 
 
 def run(cmd: list[str]) -> float:
@@ -75,17 +78,23 @@ def same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def trials(method: str, count: int, work: Path, rng: random.Random) -> dict:
+def resumed_within_an_epoch(out: Path) -> bool:
+    log = out / "log.jsonl"
+    return log.is_file() and '"resumed_at_step"' in log.read_text()
+
+
+def trials(method: str, count: int, work: Path, rng: random.Random, every: int) -> dict:
     reference = work / method / "reference"
-    reference_seconds = run(command(method, reference, False))
+    reference_seconds = run(command(method, reference, False, every))
     rows = []
     for t in range(count):
         out = work / method / f"trial_{t}"
         after = ("first write" if t == 2 else "later write") if t % 3 == 2 else rng.uniform(0.0, 0.9 * reference_seconds)
-        ran, where = killed_run(command(method, out, False), out, after, 3 * reference_seconds)
+        ran, where = killed_run(command(method, out, False, every), out, after, 3 * reference_seconds)
         state_left = sorted(p.name for p in out.glob("state*")) if out.exists() else []
-        resumed = run(command(method, out, any(name in state_left for name in ("state", "state.old"))))
+        resumed = run(command(method, out, any(name in state_left for name in ("state", "state.old")), every))
         rows.append({"trial": t, "killed": where, "state_folders_after_kill": state_left,
+                     "resumed_within_an_epoch": resumed_within_an_epoch(out),
                      "identical": same_weights(reference, out), "seconds_lost": round(ran + resumed - reference_seconds, 1)})
         print(f"{method} trial {t}: killed {where}, left {state_left or 'nothing'}, "
               f"identical {rows[-1]['identical']}, {rows[-1]['seconds_lost']} s lost", flush=True)
@@ -97,21 +106,23 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(TINY), choices=list(TINY))
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every-steps", type=int, default=0, help="also save the state every N steps")
     parser.add_argument("--work-dir", default="runs/kill_resume")
     parser.add_argument("--json", default="results/bench_kill_resume.json")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     report = BenchmarkReport("kill_resume", vars(args), torch.device("cpu"))
     rng = random.Random(args.seed)
-    results = {m: trials(m, args.trials, Path(args.work_dir), rng) for m in args.methods}
+    results = {m: trials(m, args.trials, Path(args.work_dir), rng, args.save_every_steps) for m in args.methods}
     rows = []
     for method, r in results.items():
         lost = [t["seconds_lost"] for t in r["trials"]]
         rows.append([method, str(len(lost)), str(sum(t["identical"] for t in r["trials"])),
                      str(sum(t["killed"].startswith("during") for t in r["trials"])),
+                     str(sum(t["resumed_within_an_epoch"] for t in r["trials"])),
                      f"{r['reference_seconds']:.1f}", f"{sum(lost) / len(lost):.1f} (max {max(lost):.1f})"])
     print(format_rows(["method", "trials", "identical to the uninterrupted run", "killed during the state write",
-                       "uninterrupted s", "seconds lost per kill"], rows))
+                       "resumed within an epoch", "uninterrupted s", "seconds lost per kill"], rows))
     report.add(results=results)
     report.write(args.json)
 

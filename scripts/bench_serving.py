@@ -36,6 +36,9 @@ from gencond.training import IndexedData, TrainConfig, resolve_device
 from gencond.training.networks import real_data_network, test_accuracy
 
 
+SOFT_ROWS = ("all", "plain", "none")
+
+
 def named_folder(item: str) -> tuple[str, str]:
     name, sep, folder = item.partition("=")
     if not (name and sep and folder):
@@ -44,19 +47,33 @@ def named_folder(item: str) -> tuple[str, str]:
 
 
 def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rules: list[str],
-                   selector: Selector) -> list[TrainingSet]:
-    """Plain fixed, candidate-selected fixed (per rule) and fresh rows of one generator."""
-    rows = []
+                   selector: Selector) -> tuple[list[TrainingSet], list[TrainingSet]]:
+    """(every row, the plain ones) of one generator: fixed, the fixed set kept by candidate
+    selection (one row per rule) and fresh; the plain rows are fixed and fresh."""
+    rows, plain = [], []
     for n in inpcs:
-        rows.append(TrainingSet(f"{name} fixed", n,
-                                lambda seed, n=n: IndexedData.from_condensed(sample_set(generator, n, seed))))
+        plain.append(TrainingSet(f"{name} fixed", n,
+                                 lambda seed, n=n: IndexedData.from_condensed(sample_set(generator, n, seed))))
+        rows.append(plain[-1])
         for rule in rules:
             rows.append(TrainingSet(f"{name} fixed + {rule} of {candidates}x", n,
                                     lambda seed, n=n, r=rule: IndexedData.from_condensed(
                                         sample_set(generator, n, seed, candidates=candidates, rule=r,
                                                    selector=selector))))
-        rows.append(TrainingSet(f"{name} fresh", n, lambda seed, n=n: FreshSamples(generator, n)))
-    return rows
+        plain.append(TrainingSet(f"{name} fresh", n, lambda seed, n=n: FreshSamples(generator, n)))
+        rows.append(plain[-1])
+    return rows, plain
+
+
+def timed(rows: list[TrainingSet], seconds: dict[tuple[str, int | None], list[float]]) -> None:
+    """Record how long each row takes to make its set (drawing, selecting), per seed."""
+    for row in rows:
+        def make(seed, row=row, make=row.make):
+            start = time.perf_counter()
+            data = make(seed)
+            seconds.setdefault((row.name, row.ipc), []).append(time.perf_counter() - start)
+            return data
+        row.make = make
 
 
 def main() -> None:
@@ -71,6 +88,9 @@ def main() -> None:
     parser.add_argument("--selector-epochs", type=int, default=SelectionConfig.embed_epochs)
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--soft", choices=SOFT_ROWS, default="all",
+                        help="soft-label column for: all generator rows and random real, 'plain' ones "
+                             "(random real, generator fixed and fresh; not the candidate-selected), or none")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--device", default="auto")
@@ -95,18 +115,23 @@ def main() -> None:
     real = selection_sets(splits, "random", args.inpc) + selection_sets(
         splits, "herding", args.inpc, lambda images, ipc, seed: herding(images, ipc, seed, SelectionConfig(
             embed_epochs=args.selector_epochs, device=args.device)))
-    generated = []
+    generated, plain = [], []
     for name, folder in map(named_folder, args.generator):
         generator = load_generator(folder, device)
         check_compatible(generator.info, splits.info, folder)
-        generated += generator_rows(name, generator, args.inpc, args.candidates, args.rules, selector)
+        rows, plain_rows = generator_rows(name, generator, args.inpc, args.candidates, args.rules, selector)
+        generated += rows
+        plain += plain_rows
     dm = condensed_sets(splits, args.dm)
     for row in dm:
         row.name = "DM"
 
+    sampling: dict[tuple[str, int | None], list[float]] = {}
+    timed(real + generated, sampling)
     cfg = TrainConfig(epochs=args.eval_epochs, temperature=args.temperature)
     hard = run_protocol(splits, real + dm + generated, ["convnet3"], args.seeds, cfg, device)
-    soft_rows = [r for r in real if r.name == "random"] + generated
+    random_real = [r for r in real if r.name == "random"]
+    soft_rows = {"all": random_real + generated, "plain": random_real + plain, "none": []}[args.soft]
     soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"], teacher=teacher)
     results = hard + soft
     teacher_accuracy = round(test_accuracy(teacher, splits.test, device), 2)  # after the evaluation: reported only
@@ -115,9 +140,11 @@ def main() -> None:
           f"{args.eval_epochs} epochs, DSA, {args.seeds} seeds, final test accuracy; candidates M = {args.candidates}; "
           f"soft labels: a ConvNet-3 teacher trained {args.teacher_epochs} epochs on the real training split, "
           f"T = {args.temperature} (teacher test accuracy {teacher_accuracy:.2f} %)\n")
-    print(format_table(results))
-    report.add(dataset=splits.info.to_dict(), setup_seconds=seconds, teacher_test_accuracy=teacher_accuracy, results=[r.to_dict() for r in results],
-               torch_threads=torch.get_num_threads())
+    set_seconds = {key: round(sum(v) / len(v), 2) for key, v in sampling.items()}
+    print(format_table(results, {key: {"s to make the set": f"{v:.2f}"} for key, v in set_seconds.items()}))
+    report.add(dataset=splits.info.to_dict(), setup_seconds=seconds, teacher_test_accuracy=teacher_accuracy,
+               results=[r.to_dict() for r in results], torch_threads=torch.get_num_threads(),
+               set_seconds=[{"training_set": name, "ipc": ipc, "seconds": v} for (name, ipc), v in set_seconds.items()])
     report.write(args.json)
 
 

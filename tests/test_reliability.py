@@ -1,6 +1,7 @@
 """Generator training under faults: a NaN loss stops with one line naming the step and
 the last good state, or rolls back to it with lower learning rates; a second run pointed
-at an output folder in use refuses with one line."""
+at an output folder in use refuses with one line; a run stopped within an epoch resumes
+from the state saved every N steps and ends bitwise identical to a straight run."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from safetensors.torch import load_file
 from gencond.artifacts import output_lock
 from gencond.cli import main
 from gencond.errors import GencondError
+from gencond.methods.codebook import CodebookConfig, CodebookTrainer, train_codebook
 from gencond.methods.dim import DiMConfig, DiMTrainer, train_dim
 from gencond.training.networks import RealBatchConfig
 
 TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=2, match_epochs=1, steps_per_epoch=2,
                  pool=["convnet3"], pool_training=RealBatchConfig(batches=1, batch_size=16), match_batch=20,
                  sample_every=0, seed=3)
+TINY_CODEBOOK = CodebookConfig(dataset="digits", epochs=2, steps_per_epoch=3, codebook_size=3, code_dim=8,
+                               embed_dim=8, width=8, feature_net_epochs=0, class_feature_images=16,
+                               association_size=4, generator_steps_per_phi_update=1,
+                               phi_training=RealBatchConfig(batches=1, batch_size=16), phi_reinit_every=2,
+                               sample_every=0, seed=1)
 pytestmark = pytest.mark.slow
 
 
@@ -118,3 +125,59 @@ def test_an_os_error_in_a_command_is_one_line(monkeypatch, capsys, tmp_path):
     code = main(["sample", "--inpc", "1", "--out", str(tmp_path / "png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err == [f"gencond sample: error: No space left on device: {tmp_path / 'png'}"], err
+
+
+class Stopped(Exception):
+    """Stands for a kill between two steps."""
+
+
+def stop_before_step(monkeypatch, trainer_class, step: int) -> None:
+    """The run stops just before its ``step``-th training step (counted from 0 over the run)."""
+    original, calls = trainer_class.train_step, []
+
+    def train_step(self, ctx, item):
+        if len(calls) == step:
+            raise Stopped
+        calls.append(1)
+        return original(self, ctx, item)
+
+    monkeypatch.setattr(trainer_class, "train_step", train_step)
+
+
+@pytest.mark.parametrize("method", ["dim", "codebook"])
+def test_a_run_stopped_within_an_epoch_resumes_from_the_step_state_bitwise(monkeypatch, tmp_path, method):
+    """DiM: stopped in the matching epoch (its pool network and stream mid-epoch);
+    codebook: in its second epoch (phi updated every step). The straight run saves no
+    step states, so saving them must not change the run either; it keeps every epoch's
+    generator (``keep_every``), the last of which is the exported one."""
+    train, trainer_class, cfg, stop = {"dim": (train_dim, DiMTrainer, replace(TINY, steps_per_epoch=3), 8),
+                                       "codebook": (train_codebook, CodebookTrainer, TINY_CODEBOOK, 5)}[method]
+    straight = load_file(str(train(replace(cfg, output_dir=str(tmp_path / "straight"), keep_every=1))
+                             / "model.safetensors"))
+    kept = sorted((tmp_path / "straight" / "epochs").iterdir())
+    assert [p.name for p in kept] == [f"epoch_{e:04d}" for e in range(1, cfg.epochs + 1)]
+    last = load_file(str(kept[-1] / "model.safetensors"))
+    assert all(torch.equal(last[key], straight[key]) for key in straight)
+    stepped = replace(cfg, output_dir=str(tmp_path / "stopped"), save_every_steps=1)
+    with monkeypatch.context() as patch:
+        stop_before_step(patch, trainer_class, stop)  # step 3 of the last epoch: 2 of its 3 steps saved
+        with pytest.raises(Stopped):
+            train(stepped)
+    resumed = load_file(str(train(stepped, resume=True) / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    log = [json.loads(line) for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, cfg.epochs + 1)) and log[-1]["resumed_at_step"] == 2
+    straight_log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    not_losses = {"epoch", "steps", "rank", "phase", "pool_network", "phi_draws", "seconds", "seconds_per_step",
+                  "seconds_after_first_step"}  # phi_draws describes the epoch where it (re)started
+    losses = [k for k in straight_log[-1] if k not in not_losses]
+    assert len(losses) >= 3
+    assert {k: log[-1].get(k) for k in losses} == {k: straight_log[-1][k] for k in losses}
+
+
+def test_save_every_steps_must_not_be_negative(capsys, tmp_path):
+    code = main(["train", "dim", "--output-dir", str(tmp_path), "--save-every-steps", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "save_every_steps and keep_every must be >= 0" in err[0], err

@@ -123,3 +123,45 @@ def test_distributed_sampler_with_two_processes(generator):
         assert torch.bincount(labels, minlength=10).tolist() == [INPC] * 10
         torch.testing.assert_close(as_sorted(images), as_sorted(reference_epoch(generator, epoch)), rtol=0, atol=1e-5)
     assert "needs its own sampler" in results[0][2] and "needs its own sampler" in results[1][2]
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_shuffled_epoch_generates_each_image_once(generator, monkeypatch, fresh):
+    """A DataLoader batch is generated in one pass (``__getitems__``): a shuffled read of
+    200 images generates 200, not the blocks around every index it touches; a fixed set
+    generates them once for every epoch, and serves what single-item reads give."""
+    import gencond.serve.sampling as sampling
+
+    original, generated = sampling.generate_in_batches, []
+
+    def counting(gen, labels, *args, **kwargs):
+        generated.append(len(labels))
+        return original(gen, labels, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "generate_in_batches", counting)
+    dataset = GeneratorDataset(generator, 20, seed=5, fresh=fresh, batch_size=BLOCK)
+    torch.manual_seed(0)
+    (images, labels), (again, _) = read_epochs(DataLoader(dataset, batch_size=16, shuffle=True), 2)
+    assert sum(generated) == len(dataset) * (2 if fresh else 1) and len(images) == len(dataset)
+    assert torch.bincount(labels).tolist() == [20] * 10
+    if not fresh:
+        single = GeneratorDataset(generator, 20, seed=5, batch_size=BLOCK)
+        by_item = torch.stack([single[i][0] for i in range(len(single))])
+        torch.testing.assert_close(as_sorted(images), as_sorted(by_item))
+        torch.testing.assert_close(as_sorted(again), as_sorted(by_item))
+
+
+@pytest.mark.slow
+def test_the_load_script_serves_a_single_process_read_with_four_workers(tmp_path):
+    """scripts/bench_serving_load.py at a tiny size: same images, memory read over the epoch."""
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "load.json"
+    subprocess.run([sys.executable, str(root / "scripts" / "bench_serving_load.py"), "--checkpoint", str(SHIPPED),
+                    "--images", "2000", "--workers", "4", "--batch-size", "64", "--samples", "5", "--json", str(out)],
+                   check=True, cwd=root, capture_output=True)
+    found = json.loads(out.read_text())
+    assert found["same_images"] and found["images"] == 2000
+    assert len(found["rss_mib"]) >= 5 and all(mib > 0 for _, mib in found["rss_mib"])

@@ -350,6 +350,14 @@ class CodebookTrainer(GeneratorTrainer):
     def describe(self, ctx: StepContext) -> dict:
         return {"phi_draws": self.phi.draws}
 
+    def context_state(self, ctx: StepContext) -> dict:
+        """Also phi's random stream, which :meth:`start_epoch` reseeds every epoch."""
+        return {**super().context_state(ctx), "phi_rng": self.phi.generator.get_state()}
+
+    def load_context_state(self, ctx: StepContext, state: dict) -> None:
+        super().load_context_state(ctx, state)
+        self.phi.generator.set_state(state["phi_rng"])
+
     def classes_per_step(self) -> int:
         c, wanted = self.info.num_classes, self.cfg.classes_per_step
         return c if wanted == 0 or wanted >= c else wanted

@@ -123,6 +123,14 @@ class PoolTrainer:
         self.trainer.autocast = autocast
         self.trainer.update()
 
+    def state_dict(self) -> dict:
+        """The network and its optimiser (a run resumed mid-epoch continues from them)."""
+        return {"net": self.net.state_dict(), "optimizer": self.trainer.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
+
 
 def matching_loss(cfg: DiMConfig, pool: PoolTrainer, info, real: torch.Tensor, fake: torch.Tensor,
                   labels: torch.Tensor, augment: DSA) -> torch.Tensor:
@@ -140,7 +148,8 @@ def matching_loss(cfg: DiMConfig, pool: PoolTrainer, info, real: torch.Tensor, f
 class EpochContext:
     """What one epoch of one process draws from: its random stream, real-data sampler,
     pool network (phase 2) and siamese augmentation. Seeded by (seed, epoch, rank), so a
-    run resumed at an epoch boundary continues exactly."""
+    run resumed at an epoch boundary continues exactly; within an epoch, the trainer's
+    ``context_state`` keeps the stream's state and the pool network's."""
 
     phase: int
     rng: torch.Generator

@@ -144,6 +144,12 @@ class GeneratorDataset(Dataset):
       reads only its share), use :meth:`sampler`: its indices carry their epoch. Plain
       indices in a distributed run are refused rather than served from a wrong epoch.
 
+    A DataLoader batch is generated in one pass whatever its indices (``__getitems__``),
+    so shuffled reads cost what sequential ones do. A fresh dataset accumulates nothing
+    over an epoch (a process holds the epoch's latents and, for single-item reads, one
+    block of images); a fixed one keeps each image once generated, so memory grows to the
+    set's size, as a pixel set's would, and no image is generated twice in a process.
+
     ``candidates``, ``rule`` and ``selector`` choose a fixed set among more draws, as
     :func:`sample_set` does (the chosen set is generated once, up front). With a
     ``teacher``, items are (image, label, soft label): the teacher's logits of the image.
@@ -166,12 +172,13 @@ class GeneratorDataset(Dataset):
         # served[0] holds set_epoch's base count, served[1] the items the main process read, served[2 + w] worker w's
         self._served = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
         self._distributed = _world_size() > 1
-        self._cached_epoch, self._latents = None, None
-        self._blocks: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._latents_epoch, self._latents = None, None
+        self._last_block: tuple = (None, None, None, None)  # (epoch, block, images, soft labels)
+        self._kept: list[torch.Tensor | None] = []  # a fixed set's images and soft labels, filled as generated
+        self._have = torch.zeros(len(self.labels), dtype=torch.bool)
         if candidates > 1:
             kept = sample_set(generator, inpc, seed, classes, batch_size, candidates, rule, selector).images
-            self._blocks = {b: self._with_soft_labels(x) for b, x in enumerate(kept.split(batch_size))}
-            self._cached_epoch = 0
+            self._keep(torch.arange(len(kept)), *self._with_soft_labels(kept))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -201,16 +208,48 @@ class GeneratorDataset(Dataset):
     def _with_soft_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return images, (teacher_logits(self.teacher.net, images) if self.teacher is not None else None)
 
+    def _generate(self, epoch: int, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (and soft labels) of ``items`` of ``epoch``, generated together."""
+        if epoch != self._latents_epoch:
+            self._latents_epoch, self._latents = epoch, self._epoch_latents(epoch)
+        images = generate_in_batches(self.generator, self.labels[items], self._latents[items], self.batch_size)
+        return self._with_soft_labels(images)
+
+    def _keep(self, items: torch.Tensor, images: torch.Tensor, soft: torch.Tensor | None) -> None:
+        if not self._kept:
+            self._kept = [images.new_empty(len(self), *images.shape[1:]),
+                          None if soft is None else soft.new_empty(len(self), *soft.shape[1:])]
+        self._kept[0][items] = images
+        if soft is not None:
+            self._kept[1][items] = soft
+        self._have[items] = True
+
+    def _images(self, epoch: int, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (and soft labels) of ``items``: a fresh epoch's generated now, a fixed
+        set's generated when first read and kept."""
+        if self.fresh:
+            return self._generate(epoch, items)
+        missing = items[~self._have[items]].unique()
+        if len(missing):
+            self._keep(missing, *self._generate(0, missing))
+        images, soft = self._kept
+        return images[items], None if soft is None else soft[items]
+
     def _block(self, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if epoch != self._cached_epoch:
-            self._blocks.clear()
-            self._cached_epoch, self._latents = epoch, self._epoch_latents(epoch)
-        if b not in self._blocks:
-            start, stop = b * self.batch_size, min((b + 1) * self.batch_size, len(self))
-            images = generate_in_batches(self.generator, self.labels[start:stop], self._latents[start:stop],
-                                         self.batch_size)
-            self._blocks[b] = self._with_soft_labels(images)
-        return self._blocks[b]
+        """Block ``b`` (``batch_size`` items) of ``epoch``: single-item reads generate a
+        block at a time and keep only the last one."""
+        if self._last_block[:2] != (epoch, b):
+            items = torch.arange(b * self.batch_size, min((b + 1) * self.batch_size, len(self)))
+            self._last_block = (epoch, b, *self._images(epoch, items))
+        return self._last_block[2:]
+
+    def _item_index(self, i: int) -> int:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return i % len(self)
+
+    def _item(self, image: torch.Tensor, i: int, soft: torch.Tensor | None) -> tuple:
+        return (image, int(self.labels[i])) if soft is None else (image, int(self.labels[i]), soft)
 
     def _plain_index_epoch(self) -> tuple[int, int]:
         """The epoch of a plain index and the counter slot of the reading process."""
@@ -225,21 +264,40 @@ class GeneratorDataset(Dataset):
 
     def __getitem__(self, index) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
         epoch, i = index if isinstance(index, tuple) else (None, index)
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
+        i = self._item_index(i)
         slot = None
         if not self.fresh:
             epoch = 0
         elif epoch is None:
             epoch, slot = self._plain_index_epoch()
         images, soft_labels = self._block(epoch, i // self.batch_size)
-        image = images[i % self.batch_size]
         if slot is not None:
             self._served[slot] += 1  # each process writes only its own slot: no lock needed
-        if soft_labels is None:
-            return image, int(self.labels[i])
-        return image, int(self.labels[i]), soft_labels[i % self.batch_size]
+        return self._item(images[i % self.batch_size], i, None if soft_labels is None else soft_labels[i % self.batch_size])
+
+    def __getitems__(self, indices: list) -> list[tuple]:
+        """The items of a DataLoader batch (torch's fetcher passes the batch's indices),
+        generated in one pass per epoch they belong to; plain indices take the epochs that
+        reading them one by one would."""
+        pairs = [index if isinstance(index, tuple) else (None, index) for index in indices]
+        items = torch.tensor([self._item_index(i) for _, i in pairs], dtype=torch.long)
+        epochs, slot = [0 if not self.fresh else e for e, _ in pairs], None
+        plain = [k for k, e in enumerate(epochs) if e is None]
+        if plain:
+            _, slot = self._plain_index_epoch()
+            base = int(self._served.sum())
+            for j, k in enumerate(plain):
+                epochs[k] = (base + j) // len(self)
+        epochs = torch.tensor(epochs, dtype=torch.long)
+        out: list[tuple] = [()] * len(items)
+        for epoch in epochs.unique().tolist():
+            where = (epochs == epoch).nonzero().flatten()
+            images, soft_labels = self._images(epoch, items[where])
+            for j, k in enumerate(where.tolist()):
+                out[k] = self._item(images[j], int(items[k]), None if soft_labels is None else soft_labels[j])
+        if slot is not None:
+            self._served[slot] += len(plain)
+        return out
 
 
 class FreshSamples:

@@ -5,7 +5,9 @@ Accelerate (data parallel through ``accelerate launch`` or ``torchrun``), an opt
 of the generator's weights, the epoch loop with a progress bar, Accelerate's
 ``save_state`` swapped in atomically after every epoch, exact resume, sample grids,
 ``log.jsonl``, and at the end the generator folder and ``summary.json``; only the main
-process writes. A method subclasses :class:`GeneratorTrainer` and fills in small hooks:
+process writes. With ``save_every_steps`` the state is also saved within an epoch, with
+the epoch's context (its random streams, the parts that learn within it: see
+:meth:`~GeneratorTrainer.context_state`), so a resumed run continues mid-epoch exactly. A method subclasses :class:`GeneratorTrainer` and fills in small hooks:
 
 - :meth:`~GeneratorTrainer.build`: its modules and optimisers (``"gen"`` is the generator
   that is exported; everything returned is passed through ``accelerator.prepare``);
@@ -25,11 +27,13 @@ test split is never read by training or selection.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,7 @@ from gencond.errors import GencondError
 from gencond.runtime import keep_freed_memory
 from gencond.training.validation import draw_fixed_set, validation_score
 
-STATE_DIR, GENERATOR_DIR, SELECTED_DIR = "state", "generator", "selected"
+STATE_DIR, GENERATOR_DIR, SELECTED_DIR, KEPT_DIR = "state", "generator", "selected", "epochs"
 PRECISIONS = ("no", "bf16")
 SELECT_BY = ("last", "validation")
 ON_NONFINITE = ("stop", "rollback")
@@ -59,6 +63,10 @@ class GeneratorConfig(DataConfig):
     steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch (0 = the method's full epoch)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
+    save_every_steps: int = field(default=0, metadata={"help": "also save the training state every N steps within an "
+                                                                "epoch (0 = at the end of every epoch only)"})
+    keep_every: int = field(default=0, metadata={"help": "also export the generator every N epochs to "
+                                                         "epochs/epoch_NNNN/ (0 = never)"})
     sample_every: int = field(default=1, metadata={"help": "save a class-by-row sample grid every N epochs (0 = never)"})
     select_by: str = field(default="last", metadata={"help": "last: export the last state; validation: the state "
                                                                "with the best validation score (needs "
@@ -70,12 +78,15 @@ class GeneratorConfig(DataConfig):
                                                                  "that state and lower the learning rates)"})
     rollback_lr_factor: float = field(default=0.5, metadata={"help": "rollback: learning rates times this"})
     max_rollbacks: int = field(default=3, metadata={"help": "rollback: stop after this many"})
+    collective_timeout_s: int = field(default=600, metadata={"help": "data parallel runs: seconds a process waits "
+                                                                     "for the others in a collective before the "
+                                                                     "run ends with one line (a dead or hung rank)"})
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise GencondError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
-        if self.steps_per_epoch < 0 or not 0.0 <= self.ema_decay < 1.0:
-            raise GencondError("steps_per_epoch must be >= 0 and ema_decay in [0, 1)")
+        if min(self.steps_per_epoch, self.save_every_steps, self.keep_every) < 0 or not 0.0 <= self.ema_decay < 1.0:
+            raise GencondError("steps_per_epoch, save_every_steps and keep_every must be >= 0 and ema_decay in [0, 1)")
         if self.select_by not in SELECT_BY:
             raise GencondError(f"select_by must be last or validation, got {self.select_by!r}")
         if self.select_by == "validation" and self.validation_per_class <= 0:
@@ -86,6 +97,8 @@ class GeneratorConfig(DataConfig):
             raise GencondError(f"on_nonfinite must be stop or rollback, got {self.on_nonfinite!r}")
         if not 0.0 < self.rollback_lr_factor < 1.0 or self.max_rollbacks < 0:
             raise GencondError("rollback_lr_factor must be in (0, 1) and max_rollbacks >= 0")
+        if self.collective_timeout_s <= 0:
+            raise GencondError("collective_timeout_s must be positive")
 
 
 def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, epoch: int, cap: int) -> list[torch.Tensor]:
@@ -103,17 +116,21 @@ def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, 
 
 class Progress:
     """The epoch counter, the validation scores so far (the best epoch and score, every
-    epoch's score) and the rollbacks after non-finite losses (how many, and the factor on
-    every learning rate they left), saved and restored with Accelerate's training state."""
+    epoch's score), the rollbacks after non-finite losses (how many, and the factor on
+    every learning rate they left) and, in a state saved within an epoch, the steps done,
+    their loss sums and the epoch context's state; saved and restored with Accelerate's
+    training state."""
 
     def __init__(self):
         self.epoch, self.best_epoch, self.best_score = 0, 0, float("-inf")
         self.scores: dict[str, float] = {}
         self.rollbacks, self.lr_scale = 0, 1.0
+        self.step, self.totals, self.context = 0, {}, {}
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                "scores": dict(self.scores), "rollbacks": self.rollbacks, "lr_scale": self.lr_scale}
+                "scores": dict(self.scores), "rollbacks": self.rollbacks, "lr_scale": self.lr_scale,
+                "step": self.step, "totals": dict(self.totals), "context": self.context}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
@@ -121,6 +138,11 @@ class Progress:
         self.best_score = float(state.get("best_score", float("-inf")))
         self.scores = {str(k): float(v) for k, v in state.get("scores", {}).items()}
         self.rollbacks, self.lr_scale = int(state.get("rollbacks", 0)), float(state.get("lr_scale", 1.0))
+        self.step, self.totals = int(state.get("step", 0)), dict(state.get("totals", {}))
+        self.context = state.get("context", {})
+
+    def mid_epoch(self, step: int, totals: dict[str, float], context: dict) -> None:
+        self.step, self.totals, self.context = step, dict(totals), context
 
 
 class NonFiniteLoss(Exception):
@@ -145,6 +167,18 @@ def checksum(module: nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in module.parameters()))
 
 
+def fingerprint(module: nn.Module) -> int:
+    """The first 60 bits of the SHA-256 of every parameter's bytes: equal on two processes
+    only if their weights are bitwise equal (to a 2^-60 chance). Buffers are left out:
+    batch-norm running statistics are rank 0's, broadcast by DDP before every forward, and
+    each rank's last forward updates its own copy."""
+    digest = hashlib.sha256()
+    for name, tensor in module.named_parameters():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return int(digest.hexdigest()[:15], 16)
+
+
 class GeneratorTrainer:
     """The shared loop; see the module docstring for the hooks a method fills in."""
 
@@ -152,13 +186,15 @@ class GeneratorTrainer:
 
     def __init__(self, cfg: GeneratorConfig):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import InitProcessGroupKwargs, set_seed
 
         cfg.check()
         keep_freed_memory()
         self.cfg = cfg
         # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.collective_timeout_s))])
         set_seed(cfg.seed)
         self.out = Path(cfg.output_dir)
         splits = cfg.load_splits()  # the test split is never read below
@@ -171,6 +207,7 @@ class GeneratorTrainer:
             setattr(self, name, obj)
         self.optimizers = [obj for obj in (getattr(self, name) for name in parts)
                            if isinstance(obj, torch.optim.Optimizer)]
+        self.module_names = [name for name, obj in parts.items() if isinstance(obj, nn.Module)]
         self.raw_gen = self.accelerator.unwrap_model(self.gen)
         self.progress = Progress()
         self.accelerator.register_for_checkpointing(self.progress)
@@ -209,6 +246,32 @@ class GeneratorTrainer:
         (``select_by: validation`` only)."""
         return []
 
+    def context_state(self, ctx: Any) -> dict:
+        """What a run resumed mid-epoch needs of the epoch's context besides what
+        :meth:`start_epoch` rebuilds from (seed, epoch): the state of every random stream
+        and every part with a ``state_dict`` among the context's fields (a DiM pool network
+        and its optimiser), and the global random streams, since rebuilding the context may
+        draw from them. A method with more per-epoch state extends both methods."""
+        state = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        for name, value in vars(ctx).items():
+            if isinstance(value, torch.Generator):
+                state[name] = value.get_state()
+            elif hasattr(value, "state_dict"):
+                state[name] = value.state_dict()
+        return state
+
+    def load_context_state(self, ctx: Any, state: dict) -> None:
+        for name, value in vars(ctx).items():
+            if isinstance(value, torch.Generator):
+                value.set_state(state[name])
+            elif hasattr(value, "load_state_dict"):
+                value.load_state_dict(state[name])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
     # --- the loop ---
 
     def ema_step(self) -> None:
@@ -220,7 +283,8 @@ class GeneratorTrainer:
         if state is None:
             raise GencondError(f"--resume: no saved training state under {self.out}")
         self.accelerator.load_state(str(state))
-        self.accelerator.print(f"resumed from {state} at epoch {self.progress.epoch}")
+        within = f", step {self.progress.step}" if self.progress.step else ""
+        self.accelerator.print(f"resumed from {state} at epoch {self.progress.epoch}{within}")
 
     def save_state(self) -> None:
         """Accelerate writes into a fresh folder; the main process flushes it to the disk and
@@ -248,29 +312,41 @@ class GeneratorTrainer:
         acc.wait_for_everyone()
 
     def run_epoch(self, epoch: int) -> dict:
+        """The epoch's steps from the first one not done yet (a state saved within the
+        epoch records how many were done, their loss sums and the context's state)."""
         from tqdm.auto import tqdm
 
         ctx, items = self.start_epoch(epoch)
+        progress, every = self.progress, self.cfg.save_every_steps
+        if progress.step:
+            self.load_context_state(ctx, progress.context)
         for opt in self.optimizers:  # after a rollback: the method's learning rates, lowered
             for group in opt.param_groups:
-                group["lr"] *= self.progress.lr_scale
-        totals: dict[str, float] = {}
+                group["lr"] *= progress.lr_scale
+        totals, done = dict(progress.totals), progress.step
         start = first_step_done = time.perf_counter()
         extra = self.describe(ctx)
         desc = f"epoch {epoch + 1}/{self.cfg.epochs}" + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})"
                                                         if extra else "")
-        bar = tqdm(items, desc=desc, disable=not self.accelerator.is_local_main_process, leave=False)
-        for step, item in enumerate(bar):
-            losses = {k: float(v) for k, v in self.train_step(ctx, item).items()}
+        bar = tqdm(items, desc=desc, disable=not self.accelerator.is_local_main_process, leave=False, initial=done)
+        for step in range(done, len(items)):
+            losses = {k: float(v) for k, v in self.train_step(ctx, items[step]).items()}
             self.check_finite(epoch, step, losses)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + v
+            bar.update()
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             if first_step_done == start:
                 first_step_done = time.perf_counter()
+            if every and (step + 1) % every == 0 and step + 1 < len(items):
+                progress.mid_epoch(step + 1, totals, self.context_state(ctx))
+                self.save_state()
+        bar.close()
+        progress.mid_epoch(0, {}, {})
         end = time.perf_counter()
-        return {"epoch": epoch + 1, **extra, "steps": len(items), "seconds": round(end - start, 2),
-                "seconds_per_step": round((end - start) / len(items), 4),
+        resumed = {"resumed_at_step": done} if done else {}
+        return {"epoch": epoch + 1, **extra, "steps": len(items), **resumed, "seconds": round(end - start, 2),
+                "seconds_per_step": round((end - start) / max(1, len(items) - done), 4),
                 "seconds_after_first_step": round(end - first_step_done, 3), "rank": self.rank,
                 **{k: round(v / len(items), 5) for k, v in totals.items()}}
 
@@ -366,6 +442,9 @@ class GeneratorTrainer:
                 log.write(json.dumps(record) + "\n")
             if cfg.sample_every and epoch % cfg.sample_every == 0:
                 save_sample_grid(self.raw_gen, self.out / "samples" / f"epoch_{epoch:04d}.png")
+            if cfg.keep_every and epoch % cfg.keep_every == 0:
+                with self.ema_weights():
+                    self.export(self.out / KEPT_DIR / f"epoch_{epoch:04d}", epoch=epoch)
             self.after_epoch(epoch)
         self.accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in record.items()
                                                                if k not in ("epoch", "rank")))
@@ -383,6 +462,10 @@ class GeneratorTrainer:
         acc.wait_for_everyone()
         local = torch.tensor([checksum(self.raw_gen)], dtype=torch.float64, device=self.device)
         checksums = acc.gather(local).cpu().tolist()
+        prints = torch.tensor([fingerprint(acc.unwrap_model(getattr(self, name))) for name in self.module_names],
+                              dtype=torch.int64, device=self.device)
+        per_rank = acc.gather(prints.view(1, -1)).cpu().view(self.world, -1)
+        fingerprints = {name: per_rank[:, i].tolist() for i, name in enumerate(self.module_names)}
         selection, chosen, weights = self.selection_record(), {}, self.ema_weights()
         if self.cfg.select_by == "validation":
             self.load_selected()  # the kept weights are already the EMA's when EMA is on
@@ -395,6 +478,7 @@ class GeneratorTrainer:
                 write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
                                                        "processes": self.world,
                                                        "generator_checksum_per_rank": checksums,
+                                                       "weights_fingerprint_per_rank": fingerprints,
                                                        "written_by_rank": self.rank, "selection": selection,
                                                        "rollbacks": self.progress.rollbacks,
                                                        "lr_scale": self.progress.lr_scale})
@@ -407,14 +491,31 @@ class GeneratorTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", asdict(self.cfg))
         self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}")
-        while self.progress.epoch < self.cfg.epochs:
-            try:
-                record = self.run_epoch(self.progress.epoch)
-            except NonFiniteLoss as error:
-                self.recover(error)
-                continue
-            self.end_of_epoch(record)
-        return self.finish()
+        try:
+            while self.progress.epoch < self.cfg.epochs:
+                try:
+                    record = self.run_epoch(self.progress.epoch)
+                except NonFiniteLoss as error:
+                    self.recover(error)
+                    continue
+                self.end_of_epoch(record)
+            return self.finish()
+        except (torch.distributed.DistError, RuntimeError) as err:
+            if not (self.world > 1 and collective_failure(err)):
+                raise
+            state = self.last_good_state()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise GencondError(f"process {self.rank} of {self.world}: a collective with the other processes failed "
+                               f"({first}); another process has died or hangs. The last state is "
+                               f"{state or '(none saved yet)'}: fix the cause and --resume") from None
+
+
+def collective_failure(err: Exception) -> bool:
+    """A collective failed because a peer died (connection closed) or hangs (timed out):
+    torch raises DistError, or, from DDP's gradient reduction, a RuntimeError of gloo's."""
+    text = str(err).lower()
+    return isinstance(err, torch.distributed.DistError) or any(
+        mark in text for mark in ("gloo", "nccl", "timed out", "connection closed", "connection reset"))
 
 
 def run_trainer(trainer_class: type[GeneratorTrainer], cfg: GeneratorConfig, resume: bool = False) -> Path:
