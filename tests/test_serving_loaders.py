@@ -96,7 +96,9 @@ def _distributed_worker(rank: int, port: int, queue) -> None:
             refused = ""
         except GencondError as error:
             refused = str(error)
-        queue.put((rank, [images for images, _ in epochs], [labels for _, labels in epochs], refused))
+        # numpy arrays travel by value: a tensor would be shared through a file descriptor
+        # that vanishes if this process exits before the parent reads it
+        queue.put((rank, [images.numpy() for images, _ in epochs], [labels.numpy() for _, labels in epochs], refused))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -118,8 +120,8 @@ def test_distributed_sampler_with_two_processes(generator):
         p.join(60)
         assert p.exitcode == 0
     for epoch in range(2):
-        images = torch.cat([results[rank][0][epoch] for rank in (0, 1)])
-        labels = torch.cat([results[rank][1][epoch] for rank in (0, 1)])
+        images = torch.cat([torch.from_numpy(results[rank][0][epoch]) for rank in (0, 1)])
+        labels = torch.cat([torch.from_numpy(results[rank][1][epoch]) for rank in (0, 1)])
         assert torch.bincount(labels, minlength=10).tolist() == [INPC] * 10
         torch.testing.assert_close(as_sorted(images), as_sorted(reference_epoch(generator, epoch)), rtol=0, atol=1e-5)
     assert "needs its own sampler" in results[0][2] and "needs its own sampler" in results[1][2]
