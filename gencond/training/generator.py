@@ -7,7 +7,8 @@ of the generator's weights, the epoch loop with a progress bar, Accelerate's
 ``log.jsonl``, and at the end the generator folder and ``summary.json``; only the main
 process writes. With ``save_every_steps`` the state is also saved within an epoch, with
 the epoch's context (its random streams, the parts that learn within it: see
-:meth:`~GeneratorTrainer.context_state`), so a resumed run continues mid-epoch exactly. A method subclasses :class:`GeneratorTrainer` and fills in small hooks:
+:meth:`~GeneratorTrainer.context_state`), so a resumed run continues mid-epoch exactly.
+A method subclasses :class:`GeneratorTrainer` and fills in small hooks:
 
 - :meth:`~GeneratorTrainer.build`: its modules and optimisers (``"gen"`` is the generator
   that is exported; everything returned is passed through ``accelerator.prepare``);
