@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gencond.artifacts import write_json
 from gencond.config import config_from_dict, load_yaml
 from gencond.data import load_dataset
 from gencond.evaluate import (
@@ -31,7 +30,7 @@ from gencond.evaluate import (
     resolve_device,
     run_protocol,
 )
-from gencond.evaluate.protocol import machine_description
+from gencond.evaluate.report import BenchmarkReport
 from gencond.methods import get_method
 from gencond.methods.base import run_method
 from gencond.methods.coresets import SelectionConfig, class_embeddings
@@ -149,15 +148,14 @@ def main() -> None:
     parser.add_argument("--json", default="results/bench_baselines.json")
     args = parser.parse_args()
 
-    start = time.perf_counter()
     device = resolve_device(args.device)
+    report = BenchmarkReport("baselines", vars(args), device)
     splits = load_dataset(args.dataset, args.data_root)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, list[float]] = {}
     sets = selection_rows(args, splits, timings) + pixel_rows(args, splits, timings, parse_iterations(args.iterations), work)
     results = run_protocol(splits, sets, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
-    wall = time.perf_counter() - start
     dim = dim_rows(args.dim_json)
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; ConvNet-3, "
@@ -166,18 +164,9 @@ def main() -> None:
     embedding = timings.get("embedding network (trained per seed)")
     if embedding:
         print(f"\nembedding network of herding / k-center / KMeans-emb: {np.mean(embedding):.1f} s per seed (not in the times above)")
-    print(f"\nwall time {wall:.0f} s on {machine_description(device)['device_name']} ({device})")
-    write_json(args.json, {
-        "benchmark": "baselines",
-        "args": vars(args),
-        "machine": machine_description(device),
-        "wall_seconds": round(wall, 1),
-        "condense_seconds": {k: v for k, v in timings.items()},
-        "results": [r.to_dict() for r in results],
-        "dim_rows": dim,
-        "paper_full_mnist": PAPER_MNIST,
-    })
-    print(f"results written to {args.json}")
+    report.add(condense_seconds=dict(timings), results=[r.to_dict() for r in results], dim_rows=dim,
+               paper_full_mnist=PAPER_MNIST)
+    report.write(args.json)
 
 
 if __name__ == "__main__":

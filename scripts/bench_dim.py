@@ -13,6 +13,7 @@ One run, on one dataset (the MNIST subset by default), CPU-practical width:
    at the official width (196) and batch (64), to set beside the official code's.
 
     python scripts/bench_dim.py --config configs/dim/mnist_subset.yaml --json results/bench_dim_mnist.json
+    python scripts/bench_dim.py --set gan_epochs=5 --variant 'log_softmax={match: log_softmax}' --protocols fixed
     python scripts/bench_dim.py --reuse-shared --branches dim --protocols fixed --speed-steps 0 \
         --variant 'log_softmax={match: log_softmax}' --json results/ablate_dim_mnist.json
 """
@@ -28,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from gencond.artifacts import load_generator, write_json
-from gencond.config import config_from_dict, load_yaml
+from gencond.artifacts import load_generator
 from gencond.data import load_dataset
 from gencond.evaluate import (
     IndexedData,
@@ -41,10 +41,9 @@ from gencond.evaluate import (
 )
 from gencond.evaluate.protocol import (
     generator_sets,
-    machine_description,
     selection_sets,
 )
-from gencond.evaluate.report import parse_variant, variant_config
+from gencond.evaluate.report import BenchmarkReport, config_with_sets, parse_variant, variant_config
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models import create_network
 from gencond.serve import sample_set
@@ -127,6 +126,8 @@ def step_times(cfg: DiMConfig, work: Path, pools: list[str], steps: int, precisi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/dim/mnist_subset.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the config (a YAML value) for every branch")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=300)
@@ -149,14 +150,13 @@ def main() -> None:
     parser.add_argument("--json", default="results/bench_dim.json")
     args = parser.parse_args()
 
-    start = time.perf_counter()
-    cfg = config_from_dict(DiMConfig, load_yaml(args.config), args.config)
+    cfg = config_with_sets(DiMConfig, args.config, args.set)
     work = Path(args.work_dir)
     device = resolve_device(args.device)
-    report = {"benchmark": "dim", "args": vars(args), "dim_config": dataclasses.asdict(cfg),
-              "machine": machine_description(device), "official_code": OFFICIAL}
+    report = BenchmarkReport("dim", vars(args), device)
+    report.add(dim_config=dataclasses.asdict(cfg), official_code=OFFICIAL)
     if not args.speed_only:
-        report.update(quality(cfg, args, work, device))
+        report.add(**quality(cfg, args, work, device))
     speed = {}
     for precision in args.speed_precisions if args.speed_steps else []:
         speed[precision] = step_times(cfg, work, args.speed_pools, args.speed_steps, precision)
@@ -166,12 +166,8 @@ def main() -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in speed[precision].items()))
     if speed:
         print(f"official code on this machine: {OFFICIAL}")
-    report["speed_width196"] = speed
-    report["wall_seconds"] = round(time.perf_counter() - start, 1)
-    print(f"\nwall time {report['wall_seconds']:.0f} s on {report['machine']['device_name']} ({device}), "
-          f"{torch.get_num_threads()} thread(s)")
-    write_json(args.json, report)
-    print(f"results written to {args.json}")
+    report.add(speed_width196=speed)
+    report.write(args.json)
 
 
 def quality(cfg: DiMConfig, args, work: Path, device) -> dict:

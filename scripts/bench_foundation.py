@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
-from gencond.artifacts import write_json
 from gencond.data import load_dataset
 from gencond.evaluate import IndexedData, TrainConfig, TrainingSet, format_table, resolve_device, run_protocol
-from gencond.evaluate.protocol import machine_description, selection_sets
+from gencond.evaluate.protocol import selection_sets
+from gencond.evaluate.report import BenchmarkReport
 from gencond.methods import get_method
 
 
@@ -40,9 +39,9 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    report = BenchmarkReport("foundation", vars(args), device)
     splits = load_dataset(args.dataset, args.data_root)
     cfg = TrainConfig(epochs=args.epochs)
-    start = time.perf_counter()
     results = run_protocol(splits, selection_sets(splits, "random", args.ipc), [args.arch], args.seeds, cfg, device)
 
     if args.calibration_ipc:
@@ -54,20 +53,12 @@ def main() -> None:
     if args.full_epochs:
         full_cfg = dataclasses.replace(cfg, epochs=args.full_epochs)
         results += run_protocol(splits, selection_sets(splits, "full", []), [args.arch], args.seeds, full_cfg, device)
-    wall = time.perf_counter() - start
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; {args.arch}; "
           f"random subsets {args.epochs} epochs, full split {args.full_epochs} epochs; DSA; {args.seeds} seeds\n")
     print(format_table(results))
-    print(f"\nwall time {wall:.0f} s on {machine_description(device)['device_name']} ({device})")
-    write_json(args.json, {
-        "benchmark": "foundation",
-        "args": vars(args),
-        "machine": machine_description(device),
-        "wall_seconds": round(wall, 1),
-        "results": [r.to_dict() for r in results],
-    })
-    print(f"results written to {args.json}")
+    report.add(results=[r.to_dict() for r in results])
+    report.write(args.json)
 
 
 if __name__ == "__main__":

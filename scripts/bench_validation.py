@@ -29,15 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from scipy.stats import spearmanr
 
 from gencond.artifacts import load_generator
-from gencond.config import config_from_dict, load_yaml
 from gencond.evaluate.fidelity import class_fidelity
 from gencond.evaluate.image_fidelity import FidelityExtractor, register_task_extractor
 from gencond.evaluate.protocol import TrainingSet, format_rows, run_protocol
-from gencond.evaluate.report import BenchmarkReport
+from gencond.evaluate.report import BenchmarkReport, config_with_sets
 from gencond.methods import get_method
 from gencond.methods.codebook import CodebookConfig
 from gencond.methods.dim import DiMConfig
@@ -54,8 +52,7 @@ SCORES = ("validation accuracy", "class fidelity", "-FID")
 def train_kept_states(args) -> tuple[object, list[Path], float]:
     """(the run's config, its kept generator folders in epoch order, training seconds; 0
     when the run was already there)."""
-    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
-    cfg = config_from_dict(CONFIGS[args.method], {**load_yaml(args.config), **overrides}, args.config)
+    cfg = config_with_sets(CONFIGS[args.method], args.config, args.set)
     cfg = dataclasses.replace(cfg, output_dir=str(Path(args.work_dir) / "run"), keep_every=args.keep_every,
                               validation_per_class=args.validation_per_class, sample_every=0)
     cfg.check()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gencond.artifacts import CondensedSet, write_json
+from gencond.artifacts import CondensedSet
 from gencond.config import config_from_dict, load_yaml
 from gencond.data import load_dataset
 from gencond.evaluate import (
@@ -38,7 +38,7 @@ from gencond.evaluate import (
     resolve_device,
     run_protocol,
 )
-from gencond.evaluate.protocol import machine_description
+from gencond.evaluate.report import BenchmarkReport
 from gencond.methods import get_method
 from gencond.methods.base import run_method
 
@@ -110,8 +110,8 @@ def main() -> None:
     for path in (args.official_result, args.official_log, args.config):
         if not Path(path).is_file():
             raise SystemExit(f"{path}: no such file")
-    start = time.perf_counter()
     device = resolve_device(args.device)
+    report = BenchmarkReport("dm beside the official code", vars(args), device)
     cfg = config_from_dict(get_method("dm").config, load_yaml(args.config), args.config)
     splits = load_dataset(cfg.dataset, cfg.data_root)
     theirs = official_sets(Path(args.official_result), splits.info)
@@ -120,7 +120,6 @@ def main() -> None:
     rows = [training_set("gencond DM", ours, args.evals_per_set), training_set("official DM", theirs, args.evals_per_set)]
     results = run_protocol(splits, rows, ["convnet3"], len(theirs) * args.evals_per_set,
                            TrainConfig(epochs=args.eval_epochs), device)
-    wall = time.perf_counter() - start
 
     speeds = {"gencond DM": our_rates, "official DM": their_rates}
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; {len(theirs)} condensed sets each "
@@ -129,16 +128,9 @@ def main() -> None:
     for r in results:
         rate = speeds[r.name]
         print(f"{r.name:<14} | {r.ipc:<3} | {r.mean:6.2f} ± {r.std:4.2f} | {np.mean(rate):.3f} ± {np.std(rate):.3f}")
-    print(f"\nwall time {wall:.0f} s (evaluation and gencond's DM; the official run is timed from its log)")
-    write_json(args.json, {
-        "benchmark": "dm beside the official code",
-        "args": vars(args),
-        "machine": machine_description(device),
-        "wall_seconds": round(wall, 1),
-        "seconds_per_iteration": speeds,
-        "results": [r.to_dict() for r in results],
-    })
-    print(f"results written to {args.json}")
+    print("\nthe wall time below covers the evaluation and gencond's DM; the official run is timed from its log")
+    report.add(seconds_per_iteration=speeds, results=[r.to_dict() for r in results])
+    report.write(args.json)
 
 
 if __name__ == "__main__":

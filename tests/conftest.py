@@ -21,3 +21,20 @@ def digits():
     from gencond.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv, message)`` runs the CLI and checks that it ends with exit status 2
+    and exactly one line on stderr, no traceback, containing ``message``; returns that line."""
+    from gencond.cli import main
+
+    def check(argv, message: str) -> str:
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (argv, code, err)
+        assert message in lines[0], (argv, lines[0])
+        return lines[0]
+
+    return check

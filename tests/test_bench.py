@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from gencond.artifacts import CondensedSet
-from gencond.cli import main
 from gencond.errors import GencondError
 from gencond.evaluate import bench
 from gencond.evaluate.bench import BenchConfig, CellCache, improvement_metrics, parse_set, robustness, transfer
@@ -121,8 +120,23 @@ def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file,
     (["--protocol", "sometimes"], "unknown protocol"),
     (["--inpc", "0"], "must be positive"),
 ])
-def test_bad_bench_input_ends_with_one_line(capsys, tmp_path, argv, message):
-    code = main(["bench", "--output-dir", str(tmp_path / "b"), "--full-cache", str(tmp_path / "f.jsonl"), *argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and message in err[0], err
+def test_bad_bench_input_ends_with_one_line(cli_error, tmp_path, argv, message):
+    cli_error(["bench", "--output-dir", tmp_path / "b", "--full-cache", tmp_path / "f.jsonl", *argv], message)
     assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
+    from gencond.evaluate.report import config_with_sets
+    from gencond.methods.dim import DiMConfig
+
+    path = tmp_path / "dim.yaml"
+    path.write_text("dataset: digits\ngan_epochs: 4\nwidth: 8\npool_training: {batches: 2}\n")
+    cfg = config_with_sets(DiMConfig, str(path), ["gan_epochs=5", "match=log_softmax", "pool_training.batch_size=16"])
+    assert (cfg.gan_epochs, cfg.match, cfg.width) == (5, "log_softmax", 8)
+    assert (cfg.pool_training.batches, cfg.pool_training.batch_size) == (2, 16)  # the file's nested value kept
+    for bad, message in ((["gan_epochs"], "KEY=VALUE"), (["gan_epochs=[1"], "KEY=VALUE"), (["gan_epochs="], "KEY=VALUE"),
+                         (["no_such_field=1"], "no_such_field"), (["gan_epochs=-1"], "must be non-negative"),
+                         (["width.x=1"], "width is not a nested config")):
+        with pytest.raises(SystemExit) as err:
+            config_with_sets(DiMConfig, str(path), bad)
+        assert message in str(err.value) and "\n" not in str(err.value)

@@ -137,3 +137,74 @@ def test_aligned_sampling_matches_labels_position_by_position(digits):
     assert torch.equal(digits.train.labels[idx], grouped) and len(set(idx.tolist())) == 9
     mixed = torch.tensor([3, 0, 3, 7, 0])
     assert torch.equal(digits.train.labels[sampler.indices_aligned(mixed)], mixed)
+
+
+def test_synthetic_imagenet_reads_in_its_layout_and_skips_unreadable_files(tmp_path, capsys):
+    from gencond.data.synthetic import write_synthetic_imagenet
+
+    write_synthetic_imagenet(tmp_path, classes=4, train_per_class=2, val_per_class=1, size=24, unreadable=1)
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["n10000000", "n10000001", "n10000002", "n10000003"]
+    splits = load_dataset("imagenet", tmp_path, image_size=16)
+    assert (splits.info.num_classes, len(splits.train), len(splits.test)) == (4, 8, 4)
+    x, y = splits.train.batch(torch.arange(8))
+    assert x.shape == (8, 3, 16, 16) and y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert torch.equal(x[0], x[1])  # class 0's broken first file: its other image stands in
+    assert not torch.equal(x[2], x[3]) and splits.train.unreadable == {str(tmp_path / "train" / "n10000000" / "n10000000_0.JPEG")}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped unreadable image" in err[0] and "(1 unreadable so far)" in err[0]
+    splits.train.batch(torch.tensor([0]))
+    assert capsys.readouterr().err == ""  # counted once, not again
+    class_means = x.mean(dim=(2, 3))
+    assert (class_means[2] - class_means[4]).abs().max() > 0.1  # classes look different
+
+
+def test_synthetic_imagenet_class_without_readable_image_and_bad_layouts_are_one_line(tmp_path):
+    from gencond.data.synthetic import write_synthetic_imagenet
+
+    write_synthetic_imagenet(tmp_path / "a", classes=2, train_per_class=1, val_per_class=1, size=16, unreadable=1)
+    splits = load_dataset("imagenet", tmp_path / "a", image_size=8)
+    with pytest.raises(GencondError, match="no image of class n10000000 can be read"):
+        splits.train.batch(torch.tensor([0]))
+    flat = tmp_path / "flat"
+    write_synthetic_imagenet(flat, classes=2, train_per_class=1, val_per_class=1, size=16)
+    for folder in (flat / "val").iterdir():
+        for image in folder.iterdir():
+            image.rename(flat / "val" / image.name)
+        folder.rmdir()
+    with pytest.raises(GencondError, match="sort them into val/<wnid>/ first"):
+        load_dataset("imagenet", flat)
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(GencondError, match="is not ROOT/train/<class>/<image>"):
+        load_dataset("imagenet", tmp_path / "empty")
+    with pytest.raises(GencondError, match="unreadable between 0 and classes"):
+        write_synthetic_imagenet(tmp_path / "b", classes=2, unreadable=3)
+
+
+def test_a_stand_in_for_an_unreadable_file_comes_from_the_same_view(tmp_path, capsys):
+    from gencond.data.base import SubsetImageSet
+    from gencond.data.synthetic import write_synthetic_imagenet
+
+    write_synthetic_imagenet(tmp_path, classes=2, train_per_class=3, val_per_class=1, size=16, unreadable=1)
+    base = load_dataset("imagenet", tmp_path, image_size=8).train  # class 0: files 0 (broken), 1, 2
+    view = SubsetImageSet(base, torch.tensor([0, 2, 3, 4, 5]))  # file 1 held out, as a carved validation split
+    assert torch.equal(view.images(torch.tensor([0])), base.images(torch.tensor([2])))
+    assert torch.equal(base.images(torch.tensor([0])), base.images(torch.tensor([1])))
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_imagenet_data_script_runs_at_a_tiny_size(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_imagenet_data.py"
+    out = tmp_path / "r.json"
+    result = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "data"), "--classes", "3",
+                             "--train-per-class", "2", "--size", "24", "--image-size", "8", "--batch", "4",
+                             "--batches", "2", "--per-class", "2", "--threads", "1", "2", "--json", str(out)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["index"]["files"] == 6 and [r["threads"] for r in report["throughput"]] == [1, 2]
+    assert all(r["random_images_per_s"] > 0 and r["class_balanced_images_per_s"] > 0 for r in report["throughput"])

@@ -109,39 +109,34 @@ def test_cli_sample_and_eval_on_a_trained_generator(trained, tmp_path, capsys):
     assert "generator (fixed) | 1" in out and "generator (fresh) | 1" in out
 
 
-def one_line_error(capsys, argv, message):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-
-
-def test_bad_generator_inputs(trained, tmp_path, capsys):
+def test_bad_generator_inputs(trained, tmp_path, cli_error):
     folder = trained[0]
-    one_line_error(capsys, ["sample", "--inpc", "0", "--checkpoint", str(folder)], "INPC) must be positive")
-    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(folder), "--classes", "10"],
-                   "class index 10 is out of range")
-    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(tmp_path / "none")], "no generator folder")
+    cli_error(["sample", "--inpc", "0", "--checkpoint", str(folder)], "INPC) must be positive")
+    cli_error(["sample", "--inpc", "2", "--checkpoint", str(folder), "--classes", "10"],
+              "class index 10 is out of range")
+    cli_error(["sample", "--inpc", "2", "--checkpoint", str(tmp_path / "none")], "no generator folder")
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(empty)], "has no config.json")
+    cli_error(["sample", "--inpc", "2", "--checkpoint", str(empty)], "has no config.json")
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / "config.json").write_text((folder / "config.json").read_text())
     state = weights(folder)
     state["fc.0.weight"] = torch.zeros(3, 3)
     save_file(state, str(wrong / "model.safetensors"))
-    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(wrong)], "fc.0.weight has shape (3, 3)")
+    cli_error(["sample", "--inpc", "2", "--checkpoint", str(wrong)], "fc.0.weight has shape (3, 3)")
     torch.save(weights(folder), wrong / "model.safetensors")  # a pickle under the safetensors name
-    one_line_error(capsys, ["sample", "--inpc", "2", "--checkpoint", str(wrong)], "pickles are never loaded")
-    one_line_error(capsys, ["eval", "--checkpoint", str(folder), "--inpc", "0"], "INPC) must be positive")
-    one_line_error(capsys, ["eval", "--checkpoint", str(folder), "--dataset", "mnist", "--data-root",
-                            str(ROOT.parent / "shared" / "data")], "1x32x32 images of 10 classes, but mnist has 1x28x28")
+    cli_error(["sample", "--inpc", "2", "--checkpoint", str(wrong)], "pickles are never loaded")
+    cli_error(["eval", "--checkpoint", str(folder), "--inpc", "0"], "INPC) must be positive")
+    cli_error(["eval", "--checkpoint", str(folder), "--dataset", "mnist", "--data-root",
+               str(ROOT.parent / "shared" / "data")], "1x32x32 images of 10 classes, but mnist has 1x28x28")
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="torchrun test")
+@pytest.mark.skipif(sys.platform != "linux" or torch.cuda.is_available(), reason="2 CPU processes, Linux")
 def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(ROOT / "scripts" / "train_dim.py"), "--dataset", "digits", "--width", "8", "--batch-size", "16",
+    """Launched the way users launch: ``accelerate launch`` with the shipped 2-process CPU config."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "scripts" / "train_dim.py"), "--dataset", "digits", "--width", "8", "--batch-size", "16",
            "--gan-epochs", "1", "--match-epochs", "1", "--steps-per-epoch", "2", "--pool", "convnet3",
            "--pool-training.batches", "1", "--pool-training.batch-size", "16", "--match-batch", "20", "--output-dir", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -149,7 +144,7 @@ def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["written_by_rank"] == 0
-    first, second = summary["generator_checksum_per_rank"]
+    first, second = summary["weights_fingerprint_per_rank"]["gen"]
     assert first == second
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["rank"] for r in log] == [0, 0]  # one line per epoch: rank 1 wrote nothing
@@ -184,3 +179,21 @@ def test_pool_network_trains_with_its_own_augmentation():
     assert pool.trainer.augment.ops == ["color", "crop"]
     with pytest.raises(GencondError, match="unknown DSA operation"):
         replace(TINY, pool_training=RealBatchConfig(dsa_strategy="color_blur")).check()
+
+
+def test_cost_model_counts_both_phases_and_projects(tmp_path):
+    """Phase 2 runs everything phase 1 does plus pool training and matching: more FLOPs."""
+    out = tmp_path / "cost.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "cost_model.py"), "--method", "dim", "--config",
+           str(ROOT / "configs" / "dim" / "digits.yaml"), "--set", "width=8", "--set", "pool_training.batches=1",
+           "--steps", "1", "--train-images", "6400", "--gpus", "1", "2", "--work-dir", str(tmp_path / "run"),
+           "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    phase1, phase2 = report["phases"]["1"]["tflops_per_step"], report["phases"]["2"]["tflops_per_step"]
+    assert 0 < phase1 < phase2
+    one, two = [p for p in report["projection"] if p["phase"] == 1]
+    assert one["steps_per_epoch"] == 100 and two["steps_per_epoch"] == 50  # 6400 images, batch 64 per process
+    assert two["hours_per_epoch"] == pytest.approx(one["hours_per_epoch"] / 2)
+    assert report["allreduce_bytes_per_step"] == 4 * sum(report["synchronised_parameters"].values()) > 0

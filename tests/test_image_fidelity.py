@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from gencond.cli import main
 from gencond.errors import GencondError
 from gencond.evaluate import bench
 from gencond.evaluate.bench import BenchConfig
@@ -49,12 +48,11 @@ def test_per_class_figures_cover_every_class(task_extractor, digits):
     assert all(v["n_generated"] == 20 and v["fid"] == pytest.approx(0.0, abs=1e-2) for v in report["per_class"].values())
 
 
-def test_missing_inception_weights_end_with_one_line(tmp_path, capsys):
+def test_missing_inception_weights_end_with_one_line(tmp_path, cli_error):
     with pytest.raises(GencondError, match="not found"):
         FidelityExtractor.inception(str(tmp_path / "missing.pth"))
-    code = main(["bench", "--fidelity", "--fidelity-extractor", "inception", "--output-dir", str(tmp_path / "b")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "no download" in err[0]
+    cli_error(["bench", "--fidelity", "--fidelity-extractor", "inception", "--output-dir", tmp_path / "b"],
+              "no download")
 
 
 def test_bench_reports_fidelity_of_each_generator(tmp_path):

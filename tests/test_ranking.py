@@ -5,7 +5,6 @@ end on digits (validation split only, cached) and its one-line errors."""
 import pytest
 import torch
 
-from gencond.cli import main
 from gencond.errors import GencondError
 from gencond.evaluate import bench, ranking
 from gencond.evaluate.bench import BenchConfig
@@ -77,7 +76,5 @@ def test_ranking_runs_on_the_validation_split_and_resumes_from_the_cache(tmp_pat
     (["--ranking.networks", "3", "--validation-per-class", "5", "--no-full-data"], "ground truth"),
     (["--ranking.networks", "1", "--validation-per-class", "5"], "at least 2"),
 ])
-def test_bad_ranking_requests_end_with_one_line(capsys, tmp_path, argv, message):
-    code = main(["bench", "--output-dir", str(tmp_path / "b"), "--full-cache", str(tmp_path / "f.jsonl"), *argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and message in err[0], err
+def test_bad_ranking_requests_end_with_one_line(cli_error, tmp_path, argv, message):
+    cli_error(["bench", "--output-dir", tmp_path / "b", "--full-cache", tmp_path / "f.jsonl", *argv], message)

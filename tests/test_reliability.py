@@ -32,19 +32,28 @@ TINY_CODEBOOK = CodebookConfig(dataset="digits", epochs=2, steps_per_epoch=3, co
 pytestmark = pytest.mark.slow
 
 
-def poison_step(monkeypatch, steps: set[int]) -> None:
-    """Fill one generator weight with NaN before the given training steps (counted from 0
-    over the whole run, 2 steps per epoch), as a diverging update would."""
-    original, calls = DiMTrainer.train_step, []
+def before_step(monkeypatch, trainer_class, action) -> None:
+    """Call ``action(trainer, step)`` before every training step (``step`` counted from 0
+    over the whole run)."""
+    original, calls = trainer_class.train_step, []
 
     def train_step(self, ctx, item):
-        if len(calls) in steps:
-            with torch.no_grad():
-                next(self.raw_gen.parameters()).fill_(float("nan"))
+        action(self, len(calls))
         calls.append(1)
         return original(self, ctx, item)
 
-    monkeypatch.setattr(DiMTrainer, "train_step", train_step)
+    monkeypatch.setattr(trainer_class, "train_step", train_step)
+
+
+def poison_step(monkeypatch, steps: set[int]) -> None:
+    """Fill one generator weight with NaN before the given training steps (2 steps per
+    epoch), as a diverging update would."""
+    def poison(trainer, step):
+        if step in steps:
+            with torch.no_grad():
+                next(trainer.raw_gen.parameters()).fill_(float("nan"))
+
+    before_step(monkeypatch, DiMTrainer, poison)
 
 
 def test_a_nan_loss_stops_with_one_line_naming_the_step_and_the_last_good_state(monkeypatch, tmp_path):
@@ -74,22 +83,19 @@ def test_rollback_before_any_saved_state_stops(monkeypatch, tmp_path):
         train_dim(replace(TINY, output_dir=str(tmp_path), on_nonfinite="rollback"))
 
 
-def test_a_second_run_on_an_output_folder_in_use_refuses_with_one_line(capsys, tmp_path):
+def test_a_second_run_on_an_output_folder_in_use_refuses_with_one_line(cli_error, tmp_path):
     with output_lock(tmp_path):
-        code = main(["train", "dim", "--config", "configs/dim/digits.yaml", "--output-dir", str(tmp_path)])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and "is in use by another run (pid" in err[0], err
+        cli_error(["train", "dim", "--config", "configs/dim/digits.yaml", "--output-dir", tmp_path],
+                  "is in use by another run (pid")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing written
     with output_lock(tmp_path):  # released: free again
         pass
 
 
-def test_bad_fault_settings_are_one_line_errors(capsys, tmp_path):
+def test_bad_fault_settings_are_one_line_errors(cli_error, tmp_path):
     for argv, message in ((["--on-nonfinite", "ignore"], "on_nonfinite must be stop or rollback"),
                           (["--rollback-lr-factor", "1.5"], "rollback_lr_factor must be in (0, 1)")):
-        code = main(["train", "dim", "--output-dir", str(tmp_path), *argv])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and message in err[0], err
+        cli_error(["train", "dim", "--output-dir", tmp_path, *argv], message)
 
 
 def test_a_full_disk_during_the_state_write_keeps_the_previous_state(monkeypatch, tmp_path):
@@ -131,17 +137,13 @@ class Stopped(Exception):
     """Stands for a kill between two steps."""
 
 
-def stop_before_step(monkeypatch, trainer_class, step: int) -> None:
-    """The run stops just before its ``step``-th training step (counted from 0 over the run)."""
-    original, calls = trainer_class.train_step, []
-
-    def train_step(self, ctx, item):
-        if len(calls) == step:
+def stop_before_step(monkeypatch, trainer_class, stop: int) -> None:
+    """The run stops just before its ``stop``-th training step (counted from 0 over the run)."""
+    def maybe_stop(trainer, step):
+        if step == stop:
             raise Stopped
-        calls.append(1)
-        return original(self, ctx, item)
 
-    monkeypatch.setattr(trainer_class, "train_step", train_step)
+    before_step(monkeypatch, trainer_class, maybe_stop)
 
 
 @pytest.mark.parametrize("method", ["dim", "codebook"])

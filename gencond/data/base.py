@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from collections.abc import Callable, Sequence
 
 import torch
+
+from gencond.errors import GencondError
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,12 @@ class ImageSet:
     def images(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def images_within(self, indices: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """``images(indices)`` read for a view holding only ``members``: a set that may
+        stand one image in for another (:class:`LazyImageSet`) takes the stand-in from
+        these, so a training view never borrows a held-out image."""
+        return self.images(indices)
+
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images(indices), self.labels[indices]
 
@@ -94,17 +104,57 @@ class TensorImageSet(ImageSet):
         return self.info.normalize(self.pixels[indices].float().div_(255))
 
 
+class UnreadableImage(GencondError):
+    """An image file that cannot be decoded (raised by a :class:`LazyImageSet`'s loader)."""
+
+
 class LazyImageSet(ImageSet):
-    """Images read from files on access (ImageNet-scale data), decoded in threads."""
+    """Images read from files on access (ImageNet-scale data), decoded in threads.
+
+    A file that cannot be decoded does not end a run that may have days behind it: it is
+    skipped and counted (``unreadable``, one line on stderr the first time), and the next
+    readable image of the same class, in file order, stands in (within the view being read,
+    see :meth:`ImageSet.images_within`), so batches keep their size and labels. Each process
+    (and DataLoader worker) counts what it met itself. Errors of the file system itself
+    (a missing file, a lost mount) are not decoding errors: they end the run."""
 
     def __init__(self, info: DatasetInfo, paths: Sequence[str], labels: torch.Tensor, load: Callable, workers: int = 8):
         self.info, self.paths, self.labels, self._load, self.workers = info, list(paths), labels.long(), load, workers
+        self.unreadable: set[str] = set()
+        self._lock = threading.Lock()
 
     def images(self, indices: torch.Tensor) -> torch.Tensor:
-        paths = [self.paths[i] for i in indices.tolist()]
+        return self.images_within(indices, None)
+
+    def images_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
         with ThreadPoolExecutor(self.workers) as pool:
-            pixels = torch.stack(list(pool.map(self._load, paths)))
+            pixels = torch.stack(list(pool.map(lambda i: self._read(i, members), indices.tolist())))
         return self.info.normalize(pixels.float().div_(255))
+
+    def _read(self, index: int, members: torch.Tensor | None) -> torch.Tensor:
+        label, same_class = self.labels[index], None
+        for _ in range(len(self.paths)):
+            path = self.paths[index]
+            if path not in self.unreadable:
+                try:
+                    return self._load(path)
+                except UnreadableImage as err:
+                    self._count(path, err)
+            if same_class is None:
+                pool = torch.arange(len(self.paths)) if members is None else members.sort().values
+                same_class = pool[self.labels[pool] == label].tolist()
+            index = same_class[(same_class.index(index) + 1) % len(same_class)]
+            if all(self.paths[i] in self.unreadable for i in same_class):
+                break
+        raise GencondError(f"{self.info.name}: no image of class {self.info.class_names[int(label)]} "
+                           f"can be read ({len(self.unreadable)} unreadable files so far)")
+
+    def _count(self, path: str, err: UnreadableImage) -> None:
+        with self._lock:
+            if path not in self.unreadable:
+                self.unreadable.add(path)
+                sys.stderr.write(f"gencond: skipped {err} ({len(self.unreadable)} unreadable so far); "
+                                 "the next image of its class stands in\n")
 
 
 class SubsetImageSet(ImageSet):
@@ -115,7 +165,10 @@ class SubsetImageSet(ImageSet):
         self.info, self.labels = base.info, base.labels[self.indices]
 
     def images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.base.images(self.indices[indices])
+        return self.base.images_within(self.indices[indices], self.indices)
+
+    def images_within(self, indices: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        return self.base.images_within(self.indices[indices], self.indices[members])
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gencond.data.base import DatasetInfo, DatasetSplits, LazyImageSet, TensorImageSet
+from gencond.data.base import DatasetInfo, DatasetSplits, LazyImageSet, TensorImageSet, UnreadableImage
 from gencond.data.registry import register_dataset, register_dataset_prefix
 from gencond.errors import GencondError
 
@@ -199,9 +199,15 @@ def _image_loader(size: int):
     from torchvision.transforms import functional as TF
 
     def load(path: str) -> torch.Tensor:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            return TF.pil_to_tensor(TF.center_crop(TF.resize(img, size, antialias=True), size))
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as err:
+            if isinstance(err, OSError) and err.errno is not None:
+                raise  # the file system's error (missing file, lost mount), not the file's content
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UnreadableImage(f"unreadable image {path}: {reason}") from None
+        return TF.pil_to_tensor(TF.center_crop(TF.resize(img, size, antialias=True), size))
 
     return load
 
@@ -221,14 +227,20 @@ def _image_folder(name: str, root: Path, subdirs: tuple[str, ...], image_size: i
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     base = _find_root(name, root, subdirs)
-    classes, class_to_idx = find_classes(str(base / "train"))
-    train = make_dataset(str(base / "train"), class_to_idx, IMG_EXTENSIONS)
+    try:
+        classes, class_to_idx = find_classes(str(base / "train"))
+        train = make_dataset(str(base / "train"), class_to_idx, IMG_EXTENSIONS)
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        raise GencondError(f"{name}: {base / 'train'} is not ROOT/train/<class>/<image>: {err}") from None
     val_dir = base / "val"
     if (val_dir / "val_annotations.txt").is_file():
         test_paths, test_labels = _tiny_val_annotations(val_dir, class_to_idx)
     elif val_dir.is_dir():
         test = make_dataset(str(val_dir), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
         test_paths, test_labels = [p for p, _ in test], [c for _, c in test]
+        if not test_paths:
+            raise GencondError(f"{name}: {val_dir} holds no images in folders named after the training classes "
+                               "(ILSVRC2012's validation images come flat: sort them into val/<wnid>/ first)")
     else:
         raise GencondError(f"{name}: no validation folder at {val_dir}")
     info = DatasetInfo(name, 3, image_size, tuple(classes), IMAGENET_MEAN, IMAGENET_STD)

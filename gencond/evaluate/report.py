@@ -12,11 +12,12 @@ import torch
 import yaml
 
 from gencond.artifacts import write_json
-from gencond.config import config_from_dict
+from gencond.config import config_from_dict, load_yaml
 from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows, format_table, machine_description
 
-__all__ = ["BenchmarkReport", "format_rows", "format_table", "machine_description", "parse_variant", "variant_config"]
+__all__ = ["BenchmarkReport", "config_with_sets", "format_rows", "format_table", "machine_description", "parse_variant",
+           "variant_config"]
 
 T = TypeVar("T")
 
@@ -42,6 +43,41 @@ def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
     except GencondError as err:
         raise SystemExit(str(err)) from None
     return variant
+
+
+def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
+    """The config file at ``path`` with ``--set KEY=VALUE`` overrides (YAML values; a
+    dotted KEY such as ``pool_training.batches`` sets one field of a nested config and
+    keeps the file's others), checked; a malformed or bad one ends the script with one line."""
+    data = load_or_exit(path)
+    for item in items:
+        key, sep, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            sep = ""
+        if not key or not sep or value is None:
+            raise SystemExit(f"--set expects KEY=VALUE with a YAML value, got {item!r}")
+        *parents, leaf = key.split(".")
+        target = data
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise SystemExit(f"--set {item!r}: {parent} is not a nested config")
+        target[leaf] = value
+    try:
+        cfg = config_from_dict(cls, data, f"{path} with --set")
+        cfg.check()
+    except (GencondError, TypeError, ValueError) as err:
+        raise SystemExit(str(err).splitlines()[0]) from None
+    return cfg
+
+
+def load_or_exit(path: str) -> dict:
+    try:
+        return load_yaml(path)
+    except GencondError as err:
+        raise SystemExit(str(err)) from None
 
 
 class BenchmarkReport:

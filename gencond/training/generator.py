@@ -164,10 +164,6 @@ def save_sample_grid(gen: nn.Module, path: Path, columns: int = 10, seed: int = 
     save_image(((images + 1) / 2).clamp(0, 1), str(path), nrow=columns)
 
 
-def checksum(module: nn.Module) -> float:
-    return float(sum(p.detach().double().sum() for p in module.parameters()))
-
-
 def fingerprint(module: nn.Module) -> int:
     """The first 60 bits of the SHA-256 of every parameter's bytes: equal on two processes
     only if their weights are bitwise equal (to a 2^-60 chance). Buffers are left out:
@@ -457,12 +453,10 @@ class GeneratorTrainer:
 
     def finish(self) -> Path:
         """Save the generator (EMA weights if enabled; the selected state with ``select_by:
-        validation``) and a summary with every rank's generator checksum (data parallelism
+        validation``) and a summary with every rank's parameter fingerprints (data parallelism
         must keep them identical) and how the generator was chosen."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        local = torch.tensor([checksum(self.raw_gen)], dtype=torch.float64, device=self.device)
-        checksums = acc.gather(local).cpu().tolist()
         prints = torch.tensor([fingerprint(acc.unwrap_model(getattr(self, name))) for name in self.module_names],
                               dtype=torch.int64, device=self.device)
         per_rank = acc.gather(prints.view(1, -1)).cpu().view(self.world, -1)
@@ -478,7 +472,6 @@ class GeneratorTrainer:
                 self.export(self.out / GENERATOR_DIR, **chosen)
                 write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
                                                        "processes": self.world,
-                                                       "generator_checksum_per_rank": checksums,
                                                        "weights_fingerprint_per_rank": fingerprints,
                                                        "written_by_rank": self.rank, "selection": selection,
                                                        "rollbacks": self.progress.rollbacks,
