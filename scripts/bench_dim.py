@@ -43,7 +43,7 @@ from gencond.evaluate.protocol import (
     generator_sets,
     selection_sets,
 )
-from gencond.evaluate.report import BenchmarkReport, config_with_sets, parse_variant, variant_config
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_config
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models import create_network
 from gencond.serve import sample_set
@@ -126,8 +126,7 @@ def step_times(cfg: DiMConfig, work: Path, pools: list[str], steps: int, precisi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/dim/mnist_subset.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the config (a YAML value) for every branch")
+    add_set_argument(parser, "override a field of the config (a YAML value) for every branch")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=300)

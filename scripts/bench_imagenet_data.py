@@ -22,15 +22,8 @@ import torch
 from gencond.data import ClassSampler, load_dataset
 from gencond.data.synthetic import write_synthetic_imagenet
 from gencond.evaluate.protocol import format_rows
-from gencond.evaluate.report import BenchmarkReport
+from gencond.evaluate.report import BenchmarkReport, rss_mib
 from gencond.training import resolve_device
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def images_per_s(read, batches: int) -> float:
@@ -62,11 +55,11 @@ def main() -> None:
         start = time.perf_counter()
         write_synthetic_imagenet(root, args.classes, args.train_per_class, 1, args.size)
         print(f"wrote the synthetic data in {time.perf_counter() - start:.0f} s")
-    before = rss_mib()
+    before = rss_mib(os.getpid())
     start = time.perf_counter()
     train = load_dataset("imagenet", root, image_size=args.image_size).train
     index = {"files": len(train), "seconds": round(time.perf_counter() - start, 2),
-             "rss_mib": round(rss_mib() - before, 1)}
+             "rss_mib": round(rss_mib(os.getpid()) - before, 1)}
     print(f"index of {index['files']} files: {index['seconds']} s, {index['rss_mib']} MiB")
 
     rng = torch.Generator().manual_seed(0)
@@ -78,7 +71,7 @@ def main() -> None:
 
         def random_batch(_):
             images = train.images(torch.randint(len(train), (args.batch,), generator=rng))
-            rss.append(rss_mib())
+            rss.append(rss_mib(os.getpid()))
             return len(images)
 
         def class_batch(_):

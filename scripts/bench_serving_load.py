@@ -16,30 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from gencond.artifacts import load_generator
 from gencond.evaluate.protocol import format_rows
-from gencond.evaluate.report import BenchmarkReport
+from gencond.evaluate.report import BenchmarkReport, rss_mib
 from gencond.serve import GeneratorDataset
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and, recursively, its children (MiB; Linux /proc)."""
-    total, pids = 0.0, [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:  # the process has just ended
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
-        pids += [int(c) for c in children]
-    return total
 
 
 def read_epoch(dataset: GeneratorDataset, order: list[int], workers: int, batch_size: int,

@@ -35,7 +35,7 @@ from gencond.artifacts import load_generator
 from gencond.evaluate.fidelity import class_fidelity
 from gencond.evaluate.image_fidelity import FidelityExtractor, register_task_extractor
 from gencond.evaluate.protocol import TrainingSet, format_rows, run_protocol
-from gencond.evaluate.report import BenchmarkReport, config_with_sets
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
 from gencond.methods import get_method
 from gencond.methods.codebook import CodebookConfig
 from gencond.methods.dim import DiMConfig
@@ -79,8 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(CONFIGS), default="codebook")
     parser.add_argument("--config", default="configs/codebook/digits.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the config (a YAML value)")
+    add_set_argument(parser)
     parser.add_argument("--work-dir", default="runs/bench_validation")
     parser.add_argument("--validation-per-class", type=int, default=20)
     parser.add_argument("--keep-every", type=int, default=5)

@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from gencond.evaluate.protocol import format_rows
-from gencond.evaluate.report import BenchmarkReport, config_with_sets
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
 from gencond.methods.dim import DiMConfig, DiMTrainer
 from gencond.training import resolve_device
@@ -53,10 +53,10 @@ class FlopCounter(TorchDispatchMode):
         return out
 
 
-def measure_steps(trainer_class, cfg) -> tuple[dict, dict]:
+def measure_steps(trainer_class, cfg) -> tuple[dict, object, dict]:
     """Run ``cfg`` with the trainer's ``train_step`` wrapped: per phase, the FLOPs of its
-    first step and the seconds of the others; and the model states of the synchronised
-    modules (parameters that learn)."""
+    first step and the seconds of the others; the model states of the synchronised
+    modules (parameters that learn); and the run's dataset description."""
     original, phases, states = trainer_class.train_step, {}, {}
 
     def train_step(self, ctx, item):
@@ -70,6 +70,7 @@ def measure_steps(trainer_class, cfg) -> tuple[dict, dict]:
             out = original(self, ctx, item)
             record["seconds"].append(time.perf_counter() - start)
         if not states:
+            states["info"] = self.info
             for name in self.module_names:
                 module = self.accelerator.unwrap_model(getattr(self, name))
                 states[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -80,7 +81,7 @@ def measure_steps(trainer_class, cfg) -> tuple[dict, dict]:
         run_trainer(trainer_class, cfg)
     finally:
         trainer_class.train_step = original
-    return phases, states
+    return phases, states.pop("info"), states
 
 
 def real_images_per_step(method: str, cfg, num_classes: int) -> int:
@@ -93,8 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(METHODS), default="dim")
     parser.add_argument("--config", default="configs/dim/imagenet.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the config (a YAML value)")
+    add_set_argument(parser)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per phase (after the counted one)")
     parser.add_argument("--train-images", type=int, default=IMAGENET_TRAIN_IMAGES,
                         help="training images of the projected run (ImageNet-1K's by default)")
@@ -116,8 +116,7 @@ def main() -> None:
                                   keep_every=0, select_by="last", mixed_precision="no",
                                   **({"gan_epochs": 1, "match_epochs": 1} if args.method == "dim" else {"epochs": 1}))
     report = BenchmarkReport("cost model", vars(args), resolve_device("cpu"))
-    phases, states = measure_steps(trainer_class, run_cfg)
-    info = run_cfg.load_splits().info
+    phases, info, states = measure_steps(trainer_class, run_cfg)
     images = real_images_per_step(args.method, cfg, info.num_classes)
     rate = args.peak_tflops * 1e12 * args.utilisation
     params = sum(states.values())

@@ -16,8 +16,8 @@ from gencond.config import config_from_dict, load_yaml
 from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows, format_table, machine_description
 
-__all__ = ["BenchmarkReport", "config_with_sets", "format_rows", "format_table", "machine_description", "parse_variant",
-           "variant_config"]
+__all__ = ["BenchmarkReport", "add_set_argument", "config_with_sets", "format_rows", "format_table",
+           "machine_description", "parse_variant", "rss_mib", "variant_config"]
 
 T = TypeVar("T")
 
@@ -37,19 +37,32 @@ def parse_variant(item: str) -> tuple[str, dict]:
 
 def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
     """``base`` with ``overrides``, checked; a bad variant ends the script with one line."""
+    return checked_config(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
+
+
+def checked_config(cls: type[T], data: dict, where: str) -> T:
+    """``cls`` built from ``data`` and checked; a bad value ends the script with one line."""
     try:
-        variant = config_from_dict(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
-        variant.check()
-    except GencondError as err:
-        raise SystemExit(str(err)) from None
-    return variant
+        cfg = config_from_dict(cls, data, where)
+        cfg.check()
+    except (GencondError, TypeError, ValueError) as err:
+        raise SystemExit(str(err).splitlines()[0]) from None
+    return cfg
+
+
+def add_set_argument(parser, help: str = "override a field of the config (a YAML value)") -> None:
+    """``--set KEY=VALUE`` (repeatable), read by :func:`config_with_sets`."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
     """The config file at ``path`` with ``--set KEY=VALUE`` overrides (YAML values; a
     dotted KEY such as ``pool_training.batches`` sets one field of a nested config and
     keeps the file's others), checked; a malformed or bad one ends the script with one line."""
-    data = load_or_exit(path)
+    try:
+        data = load_yaml(path)
+    except GencondError as err:
+        raise SystemExit(str(err)) from None
     for item in items:
         key, sep, text = item.partition("=")
         try:
@@ -65,19 +78,22 @@ def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
             if not isinstance(target, dict):
                 raise SystemExit(f"--set {item!r}: {parent} is not a nested config")
         target[leaf] = value
-    try:
-        cfg = config_from_dict(cls, data, f"{path} with --set")
-        cfg.check()
-    except (GencondError, TypeError, ValueError) as err:
-        raise SystemExit(str(err).splitlines()[0]) from None
-    return cfg
+    return checked_config(cls, data, f"{path} with --set")
 
 
-def load_or_exit(path: str) -> dict:
-    try:
-        return load_yaml(path)
-    except GencondError as err:
-        raise SystemExit(str(err)) from None
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and, recursively, its children (MiB; Linux /proc)."""
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:  # the process has just ended
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+        pids += [int(c) for c in children]
+    return total
 
 
 class BenchmarkReport:
