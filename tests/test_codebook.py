@@ -27,11 +27,13 @@ from gencond.losses.codebook import (
     inter_class_loss,
     intra_class_loss,
 )
-from gencond.methods.codebook import CodebookConfig, initialise_from, nested_losses, train_codebook
+from gencond.data.sampler import random_subset
+from gencond.methods.codebook import CodebookConfig, CodebookTrainer, initialise_from, nested_losses, train_codebook
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models.codebook import CodebookGenerator, FeatureDiscriminator
 from gencond.serve import GeneratorDataset, sample_set
 from gencond.training import RealBatchConfig
+from gencond.training.validation import draw_fixed_set
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = CodebookConfig(dataset="digits", epochs=2, steps_per_epoch=2, codebook_size=3, code_dim=8, embed_dim=8,
@@ -230,6 +232,7 @@ def test_cli_trains_samples_evaluates_and_refuses_bad_input(trained, tmp_path, c
          "no generator folder"),
         (["train", "codebook", "--phi-pool", "resnet10_cifar", "--output-dir", str(tmp_path / "x")], "must be ConvNets"),
         (["train", "codebook", "--class-embedding", "label", "--output-dir", str(tmp_path / "x")], "unknown class_embedding"),
+        (["train", "codebook", "--code-init", "dm", "--output-dir", str(tmp_path / "x")], "unknown selection method"),
         (["eval", "--checkpoint", str(ROOT / "configs"), "--inpc", "1"], "config.json"),
     ]
     for argv, message in bad:
@@ -277,3 +280,66 @@ def test_equal_time_epochs_counts_the_fixed_cost_once():
     spec.loader.exec_module(bench)
     # 100 s in all, 60 s of them in 6 logged epochs: 40 s fixed, 10 s per epoch.
     assert bench.equal_time_epochs({"train_seconds": 100.0, "epoch_seconds": 60.0}, 6, 240.0) == 20.0
+
+
+# --- codes started from selected real images (code_init) ---
+
+
+@pytest.mark.slow
+def test_code_init_fits_every_code_to_its_selected_image_in_the_selections_order(tmp_path):
+    cfg = replace(TINY, output_dir=str(tmp_path / "fit"), code_init="random", code_init_steps=60, code_init_lr=0.01,
+                  width=16)
+    trainer = CodebookTrainer(cfg)
+    chosen = random_subset(trainer.train, cfg.codebook_size, cfg.seed)  # random: the seed's images, class by class
+    expected = trainer.info.to_generator_range(trainer.train.images(chosen)).view(10, 3, 1, 32, 32)
+    torch.testing.assert_close(trainer.code_targets, expected)
+    before, _ = draw_fixed_set(trainer.raw_gen, 10, 3, seed=0)
+    trainer.before_training()
+    after, _ = draw_fixed_set(trainer.raw_gen, 10, 3, seed=0)
+    targets = expected.flatten(0, 1)
+    error_before, error_after = (before - targets).pow(2).mean(), (after - targets).pow(2).mean()
+    assert error_after < 0.5 * error_before
+    distances = torch.cdist(after.flatten(1), targets.flatten(1))  # each image nearest its own target
+    assert torch.equal(distances.argmin(1), torch.arange(30))
+
+
+@pytest.mark.slow
+def test_code_init_resumes_exactly_without_fitting_again(tmp_path, monkeypatch):
+    cfg = replace(TINY, code_init="random", code_init_steps=3)
+    straight = train_codebook(replace(cfg, output_dir=str(tmp_path / "straight")))
+    out = tmp_path / "resumed"
+    train_codebook(replace(cfg, output_dir=str(out), epochs=1))
+    fits = []
+    original = CodebookTrainer.before_training
+    monkeypatch.setattr(CodebookTrainer, "before_training", lambda self: fits.append(1) or original(self))
+    resumed = train_codebook(replace(cfg, output_dir=str(out)), resume=True)
+    assert fits == []
+    a, b = load_generator(straight).net.state_dict(), load_generator(resumed).net.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_code_init_refuses_an_unknown_method_and_bad_steps():
+    with pytest.raises(GencondError, match="unknown selection method 'dm'"):
+        replace(TINY, code_init="dm").check()
+    with pytest.raises(GencondError, match="code_init_steps and code_init_lr must be positive"):
+        replace(TINY, code_init="herding", code_init_steps=0).check()
+
+
+@pytest.mark.slow
+def test_schedule_benchmark_scores_variants_on_the_validation_split_only(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_codebook_schedule.py"), "--variant", "tiny={}",
+         "--config", str(ROOT / "configs" / "codebook" / "digits.yaml"), "--variant", "tiny herded={code_init: random, code_init_steps: 2}", "--work-dir", str(tmp_path / "runs"),
+         "--inpc", "1", "--seeds", "1", "--eval-epochs", "1", "--herding-epochs", "0", "--validation-per-class", "5",
+         "--json", str(tmp_path / "out.json"), "--set", "epochs=1", "--set", "steps_per_epoch=1",
+         "--set", "codebook_size=2", "--set", "width=8", "--set", "code_dim=8", "--set", "embed_dim=8",
+         "--set", "feature_net_epochs=0", "--set", "association_size=4", "--set", "code_init=''"],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["validation_images"] == 50  # 5 per class, and the table says the test split is not read
+    assert "test split is not read" in result.stdout
+    names = [row["training_set"] for row in report["results"]]
+    assert names == ["random", "herding", "tiny", "tiny herded"]
+    assert report["configs"]["tiny herded"]["code_init"] == "random" and report["configs"]["tiny"]["code_init"] == ""

@@ -52,7 +52,7 @@ from gencond.losses.codebook import (
     inter_class_loss,
     intra_class_loss,
 )
-from gencond.methods._registry import register_method
+from gencond.methods._registry import get_method, register_method
 from gencond.models import ModelPool, check_architecture, create_network
 from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
 from gencond.training.generator import GeneratorConfig, GeneratorTrainer, run_trainer
@@ -89,6 +89,12 @@ class CodebookConfig(GeneratorConfig):
     class_feature_images: int = field(default=500, metadata={"help": "real images per class averaged into its feature (0 = all)"})
     init_generator: str = field(default="", metadata={
         "help": "generator folder to start from (the paper pretrains G): a DiM/cGAN generator_phase1 fits backbone: dim"})
+    code_init: str = field(default="", metadata={
+        "help": "a selection method (random, herding, kmeans, kcenter) whose K real images per class the codes "
+                "first reproduce, in its order, before condensation (beyond the paper, which starts Z at random; "
+                "DM and IDC start from real images); '' = off"})
+    code_init_steps: int = field(default=100, metadata={"help": "Adam steps fitting G(Z) to those images (MSE)"})
+    code_init_lr: float = field(default=1e-3, metadata={"help": "their learning rate"})
     # optimisation
     lr_codebook: float = field(default=0.01, metadata={"help": "SGD lr of Z (paper 0.01)"})
     lr_generator: float = field(default=0.001, metadata={"help": "SGD lr of G (paper 0.001)"})
@@ -146,6 +152,10 @@ class CodebookConfig(GeneratorConfig):
                                    "feature matching reads every block's output")
         DSA(self.dsa_strategy, self.dsa_mode)
         self.phi_training.check(self.dsa_mode)
+        if self.code_init:
+            get_method(self.code_init, kind="selection")
+        if self.code_init_steps <= 0 or self.code_init_lr <= 0:
+            raise GencondError("code_init_steps and code_init_lr must be positive")
         if self.init_generator and not Path(self.init_generator).is_dir():
             raise GencondError(f"init_generator: no generator folder at {self.init_generator}")
 
@@ -289,6 +299,7 @@ class CodebookTrainer(GeneratorTrainer):
             self.accelerator.print(f"initialised the generator's {' and '.join(loaded)} from {cfg.init_generator}")
         features, self.soft_targets = self.class_features()
         gen.class_features.copy_(features)
+        self.code_targets = self.selected_images() if cfg.code_init else None
         self.phi = PhiNetwork(cfg, self.train, self.device)
         self.accelerator.register_for_checkpointing(self.phi)
         disc = FeatureDiscriminator(self.phi.net.num_features, gen.class_features.shape[1], info.num_classes)
@@ -329,6 +340,40 @@ class CodebookTrainer(GeneratorTrainer):
         if cfg.class_embedding == "online_feature":
             return torch.zeros_like(features), soft  # filled from phi's features as training goes
         return standardised(features), soft
+
+    def selected_images(self) -> torch.Tensor:
+        """(classes, K, channels, H, W): the ``code_init`` method's K real training images of
+        every class in the generator's range, in the method's order (herding's greedy order
+        makes the first n of them a good n-image set, as nested codes want)."""
+        cfg, k = self.cfg, self.cfg.codebook_size
+        method = get_method(cfg.code_init, kind="selection")
+        selection = method.config(embed_net=cfg.feature_net, embed_epochs=cfg.feature_net_epochs,
+                                  device=str(self.device), seed=cfg.seed)
+        indices = method.fn(self.train, k, cfg.seed, selection)
+        labels = self.train.labels[indices]
+        indices = indices[torch.argsort(labels, stable=True)]  # class by class, each in the method's order
+        images = self.info.to_generator_range(self.train.images(indices))
+        return images.view(self.info.num_classes, k, *images.shape[1:])
+
+    def before_training(self) -> None:
+        """``code_init``: (Z, G) first fit code k of every class to that class's k-th
+        selected image (MSE in the generator's range, Adam, the whole codebook per step)."""
+        if self.code_targets is None:
+            return
+        cfg, c, k = self.cfg, self.info.num_classes, self.cfg.codebook_size
+        target = self.code_targets.flatten(0, 1).to(self.device)
+        slots = torch.arange(k, device=self.device).repeat(c)
+        labels = torch.arange(c, device=self.device).repeat_interleave(k)
+        optimizer = torch.optim.Adam(self.gen.parameters(), lr=cfg.code_init_lr)
+        self.gen.train()
+        for _ in range(cfg.code_init_steps):
+            with self.accelerator.autocast():
+                loss = F.mse_loss(self.gen(slots, labels).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            optimizer.step()
+        self.accelerator.print(f"codes fitted to {cfg.code_init} images: MSE {loss.item():.4f} "
+                               f"after {cfg.code_init_steps} steps")
 
     def header(self) -> str:
         cfg = self.cfg

@@ -15,8 +15,8 @@ A method subclasses :class:`GeneratorTrainer` and fills in small hooks:
 - :meth:`~GeneratorTrainer.start_epoch`: the epoch's context (random stream, helpers)
   and the items its steps consume;
 - :meth:`~GeneratorTrainer.train_step`: one step, returning its losses;
-- optionally :meth:`~GeneratorTrainer.header`, :meth:`~GeneratorTrainer.after_epoch`,
-  :meth:`~GeneratorTrainer.selection_points`.
+- optionally :meth:`~GeneratorTrainer.header`, :meth:`~GeneratorTrainer.before_training`,
+  :meth:`~GeneratorTrainer.after_epoch`, :meth:`~GeneratorTrainer.selection_points`.
 
 With ``select_by: validation`` every epoch's generator is scored on a validation split
 carved from the training data (:mod:`gencond.training.validation`); the best state is
@@ -235,6 +235,11 @@ class GeneratorTrainer:
     def header(self) -> str:
         return f"{self.method} on {self.info.name}: {len(self.train)} images, {self.info.num_classes} classes"
 
+    def before_training(self) -> None:
+        """Every process, once, before the first step of a run that starts afresh (a resumed
+        run has its effect in the loaded state). Deterministic work only: every process must
+        end it with the same weights."""
+
     def after_epoch(self, epoch: int) -> None:
         """Main process only, after the state and the sample grid are written."""
 
@@ -409,6 +414,10 @@ class GeneratorTrainer:
 
         self.accelerator.wait_for_everyone()
         self.raw_gen.load_state_dict(load_file(str(self.out / SELECTED_DIR / WEIGHTS), device=str(self.device)))
+        self.reset_ema()
+
+    def reset_ema(self) -> None:
+        """The EMA (when on) restarts from the generator's current weights."""
         if self.ema is not None:
             self.ema.shadow_params = [p.detach().clone() for p in self.raw_gen.parameters()]
 
@@ -485,6 +494,9 @@ class GeneratorTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", asdict(self.cfg))
         self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}")
+        if self.progress.epoch == 0 and self.progress.step == 0:
+            self.before_training()
+            self.reset_ema()  # the average starts from the weights the steps start from
         try:
             while self.progress.epoch < self.cfg.epochs:
                 try:

@@ -1,0 +1,88 @@
+"""Choose a codebook-generator schedule on held-out data: variants of one config trained with
+a validation split carved from the training data, their fixed sets scored on that split
+(never the test split), beside random and herded real images of the same carved split.
+
+Every variant trains with ``validation_per_class`` images per class held out; its fixed
+INPC sets (the first codes) each train a ConvNet-3 from scratch (the evaluation recipe,
+``--eval-epochs``, DSA, ``--seeds`` seeds) that is tested on the validation images. The
+test split is not read. A choice made from this table is then trained on the whole
+training split and measured on the test split by ``gencond bench``.
+
+    python scripts/bench_codebook_schedule.py --config configs/codebook/digits.yaml \\
+        --variant 'herding 20 epochs, lr/10={}' --json results/bench_codebook_schedule_digits.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from gencond.artifacts import load_generator
+from gencond.evaluate.protocol import TrainingSet, format_table, run_protocol, selection_sets
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_config
+from gencond.methods.codebook import CodebookConfig, train_codebook
+from gencond.methods.coresets import SelectionConfig, herding
+from gencond.serve import sample_set
+from gencond.training import IndexedData, TrainConfig, resolve_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/codebook/digits.yaml")
+    add_set_argument(parser)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value}",
+                        help="a config variant to train (repeatable; {} = the config as it is)")
+    parser.add_argument("--work-dir", default="runs/bench_codebook_schedule")
+    parser.add_argument("--validation-per-class", type=int, default=20)
+    parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--eval-epochs", type=int, default=300)
+    parser.add_argument("--herding-epochs", type=int, default=5, help="herding's embedding network (real rows)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default="results/bench_codebook_schedule.json")
+    args = parser.parse_args()
+    if not args.variant or min(args.validation_per_class, args.seeds, args.eval_epochs, *args.inpc) <= 0:
+        raise SystemExit("give at least one --variant; --validation-per-class, --seeds, --eval-epochs and --inpc "
+                         "must be positive")
+
+    device = resolve_device(args.device)
+    report = BenchmarkReport("codebook_schedule", vars(args), device)
+    base = config_with_sets(CodebookConfig, args.config, args.set)
+    base = dataclasses.replace(base, validation_per_class=args.validation_per_class, sample_every=0)
+    variants = [parse_variant(item) for item in args.variant]
+    configs = {name: variant_config(CodebookConfig, base, name, {
+        **overrides, "output_dir": str(Path(args.work_dir) / name.replace(" ", "_").replace("/", "_"))})
+        for name, overrides in variants}
+    train_seconds = {}
+    for name, cfg in configs.items():
+        start = time.perf_counter()
+        train_codebook(cfg)
+        train_seconds[name] = round(time.perf_counter() - start, 1)
+
+    splits = base.load_splits()  # the carved split: training images, validation images
+    held_out = dataclasses.replace(splits, test=splits.validation)  # scored on the validation split only
+    herded = selection_sets(held_out, "herding", args.inpc, lambda images, ipc, seed: herding(
+        images, ipc, 0, SelectionConfig(embed_epochs=args.herding_epochs, device=args.device)))
+    rows = selection_sets(held_out, "random", args.inpc) + herded
+    for name, cfg in configs.items():
+        generator = load_generator(Path(cfg.output_dir) / "generator", device)
+        rows += [TrainingSet(name, inpc, lambda seed, g=generator, n=inpc: IndexedData.from_condensed(sample_set(g, n, seed)))
+                 for inpc in args.inpc]
+    results = run_protocol(held_out, rows, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
+
+    print(f"\n{splits.info.name}: {len(splits.train)} training / {len(splits.validation)} validation images (the "
+          f"test split is not read); fixed sets, ConvNet-3, {args.eval_epochs} epochs, DSA, {args.seeds} seeds, "
+          "final validation accuracy\n")
+    print(format_table(results))
+    report.add(dataset=splits.info.to_dict(), validation_images=len(splits.validation), train_seconds=train_seconds,
+               configs={name: dataclasses.asdict(cfg) for name, cfg in configs.items()},
+               results=[r.to_dict() for r in results], torch_threads=torch.get_num_threads())
+    report.write(args.json)
+
+
+if __name__ == "__main__":
+    main()
