@@ -47,7 +47,7 @@ from gencond.evaluate.report import (
     BenchmarkReport,
     format_table,
     parse_variant,
-    variant_config,
+    variant_in_folder,
 )
 from gencond.methods import get_method
 from gencond.methods.base import condense
@@ -69,12 +69,6 @@ DIM = "DiM"
 def parse_variants(items: list[str]) -> dict[str, dict]:
     """``NAME={yaml mapping}`` items, or the default set when none is given."""
     return dict(map(parse_variant, items)) if items else DEFAULT_VARIANTS
-
-
-def with_output(cls, cfg, name: str, overrides: dict, work: Path):
-    """``cfg`` with ``overrides``, writing to a folder of ``work`` named after the variant."""
-    folder = name.replace(" ", "_").replace("=", "").replace("+", "plus").replace("@", "at")
-    return variant_config(cls, cfg, name, {**overrides, "output_dir": str(work / folder)})
 
 
 def train_generator(method: str, cfg, reuse: bool) -> dict:
@@ -127,7 +121,7 @@ def equal_cost_variants(codebook_name: str, codebook: CodebookConfig, trained: d
         variants[f"{codebook_name} @ DiM time"] = (CodebookConfig, codebook, {"epochs": epochs})
     else:
         print(f"{codebook_name}: {codebook.epochs} epochs are within 10 % of DiM's training time ({epochs} epochs); not retrained")
-    return {name: with_output(cls, cfg, name, o, work) for name, (cls, cfg, o) in variants.items()}
+    return {name: variant_in_folder(cls, cfg, name, o, work) for name, (cls, cfg, o) in variants.items()}
 
 
 def equal_time_epochs(run: dict, epochs: int, seconds: float) -> float:
@@ -188,13 +182,13 @@ def main() -> None:
     work = Path(args.work_dir)
     cfg = config_from_dict(CodebookConfig, load_yaml(args.config), args.config)
     overrides = parse_variants(args.variant)
-    configs = {name: with_output(CodebookConfig, cfg, name, o, work) for name, o in overrides.items()}
+    configs = {name: variant_in_folder(CodebookConfig, cfg, name, o, work) for name, o in overrides.items()}
     splits = cfg.load_splits()
     trained = {name: train_generator("codebook", c, args.reuse) for name, c in configs.items()}
     dm = condense_dm(config_from_dict(DMConfig, load_yaml(args.dm_config), args.dm_config), args.inpc, work, args.reuse) \
         if args.dm_config else {}
     if args.dim_config:
-        configs[DIM] = with_output(DiMConfig, config_from_dict(DiMConfig, load_yaml(args.dim_config), args.dim_config), DIM, {}, work)
+        configs[DIM] = variant_in_folder(DiMConfig, config_from_dict(DiMConfig, load_yaml(args.dim_config), args.dim_config), DIM, {}, work)
         trained[DIM] = train_generator("dim", configs[DIM], args.reuse)
         first = next(iter(overrides))
         equal_cost = equal_cost_variants(first, configs[first], trained, configs[DIM], work, args.equal_cost)

@@ -23,7 +23,7 @@ import torch
 
 from gencond.artifacts import load_generator
 from gencond.evaluate.protocol import TrainingSet, format_table, run_protocol, selection_sets
-from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_config
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_in_folder
 from gencond.methods.codebook import CodebookConfig, train_codebook
 from gencond.methods.coresets import SelectionConfig, herding
 from gencond.serve import sample_set
@@ -54,9 +54,8 @@ def main() -> None:
     base = config_with_sets(CodebookConfig, args.config, args.set)
     base = dataclasses.replace(base, validation_per_class=args.validation_per_class, sample_every=0)
     variants = [parse_variant(item) for item in args.variant]
-    configs = {name: variant_config(CodebookConfig, base, name, {
-        **overrides, "output_dir": str(Path(args.work_dir) / name.replace(" ", "_").replace("/", "_"))})
-        for name, overrides in variants}
+    configs = {name: variant_in_folder(CodebookConfig, base, name, overrides, args.work_dir)
+               for name, overrides in variants}
     train_seconds = {}
     for name, cfg in configs.items():
         start = time.perf_counter()

@@ -17,7 +17,7 @@ from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows, format_table, machine_description
 
 __all__ = ["BenchmarkReport", "add_set_argument", "config_with_sets", "format_rows", "format_table",
-           "machine_description", "parse_variant", "rss_mib", "variant_config"]
+           "machine_description", "parse_variant", "rss_mib", "variant_config", "variant_in_folder"]
 
 T = TypeVar("T")
 
@@ -38,6 +38,13 @@ def parse_variant(item: str) -> tuple[str, dict]:
 def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
     """``base`` with ``overrides``, checked; a bad variant ends the script with one line."""
     return checked_config(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
+
+
+def variant_in_folder(cls: type[T], base: T, name: str, overrides: dict, work: str | Path) -> T:
+    """:func:`variant_config` writing to a folder of ``work`` named after the variant
+    (spaces, ``=``, ``+``, ``@`` and ``/`` spelt out or replaced, so the name is one folder)."""
+    folder = name.replace(" ", "_").replace("=", "").replace("+", "plus").replace("@", "at").replace("/", "_")
+    return variant_config(cls, base, name, {**overrides, "output_dir": str(Path(work) / folder)})
 
 
 def checked_config(cls: type[T], data: dict, where: str) -> T:
