@@ -27,14 +27,18 @@ import torch
 from gencond.artifacts import load_generator
 from gencond.artifacts.condensed import check_compatible
 from gencond.data import DataConfig
-from gencond.evaluate.protocol import TrainingSet, condensed_sets, run_protocol, selection_sets
+from gencond.evaluate.protocol import (
+    TrainingSet,
+    condensed_sets,
+    run_protocol,
+    selection_sets,
+)
 from gencond.evaluate.report import BenchmarkReport, format_table
 from gencond.methods import get_method
-from gencond.methods.coresets import SelectionConfig
+from gencond.methods.coresets import SelectionConfig, embedding_network
 from gencond.serve import CANDIDATE_RULES, FreshSamples, Selector, sample_set
 from gencond.training import IndexedData, TrainConfig, resolve_device
 from gencond.training.networks import real_data_network, test_accuracy
-
 
 SOFT_ROWS = ("all", "plain", "none")
 
@@ -104,7 +108,8 @@ def main() -> None:
     report = BenchmarkReport("serving", vars(args), device)
     splits = DataConfig(dataset=args.dataset, data_root=args.data_root).load_splits()
     start = time.perf_counter()
-    selector = Selector(real_data_network(splits.train, "convnet3", args.selector_epochs, device, 0),
+    selection = SelectionConfig(embed_epochs=args.selector_epochs, device=args.device)
+    selector = Selector(embedding_network(splits.train, selection, 0),  # herding's seed-0 network: trained once
                         {"network": "convnet3", "epochs": args.selector_epochs, "trained_on": "the real training split"})
     seconds = {"selector": round(time.perf_counter() - start, 1)}
     start = time.perf_counter()
@@ -113,8 +118,7 @@ def main() -> None:
 
     herding = get_method("herding", "selection").fn
     real = selection_sets(splits, "random", args.inpc) + selection_sets(
-        splits, "herding", args.inpc, lambda images, ipc, seed: herding(images, ipc, seed, SelectionConfig(
-            embed_epochs=args.selector_epochs, device=args.device)))
+        splits, "herding", args.inpc, lambda images, ipc, seed: herding(images, ipc, seed, selection))
     generated, plain = [], []
     for name, folder in map(named_folder, args.generator):
         generator = load_generator(folder, device)

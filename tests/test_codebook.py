@@ -17,6 +17,7 @@ import torch
 
 from gencond.artifacts import load_generator
 from gencond.cli import main
+from gencond.data.sampler import random_subset
 from gencond.errors import GencondError
 from gencond.losses.adversarial import (
     feature_discriminator_loss,
@@ -27,8 +28,16 @@ from gencond.losses.codebook import (
     inter_class_loss,
     intra_class_loss,
 )
-from gencond.data.sampler import random_subset
-from gencond.methods.codebook import CodebookConfig, CodebookTrainer, initialise_from, nested_losses, train_codebook
+from gencond.methods import coresets
+from gencond.methods.codebook import (
+    CodebookConfig,
+    CodebookTrainer,
+    class_statistics,
+    initialise_from,
+    nested_losses,
+    standardised,
+    train_codebook,
+)
 from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models.codebook import CodebookGenerator, FeatureDiscriminator
 from gencond.serve import GeneratorDataset, sample_set
@@ -317,6 +326,23 @@ def test_code_init_resumes_exactly_without_fitting_again(tmp_path, monkeypatch):
     a, b = load_generator(straight).net.state_dict(), load_generator(resumed).net.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_herding_start_ranks_images_in_the_feature_network_and_trains_it_once(monkeypatch):
+    trained = []
+    original = coresets.real_data_network
+    monkeypatch.setattr(coresets, "real_data_network", lambda *a, **k: trained.append(a[1:]) or original(*a, **k))
+    trainer = CodebookTrainer(replace(TINY, code_init="herding", feature_net_epochs=1))
+    assert trained == [("convnet3", 1, trainer.device, TINY.seed)]
+    net = coresets.embedding_network(trainer.train, trainer.selection_config(coresets.SelectionConfig), TINY.seed)
+    expected = coresets.herding(trainer.train, TINY.codebook_size, TINY.seed,
+                                trainer.selection_config(coresets.SelectionConfig))
+    expected = expected[torch.argsort(trainer.train.labels[expected], stable=True)]
+    images = trainer.info.to_generator_range(trainer.train.images(expected))
+    torch.testing.assert_close(trainer.code_targets.flatten(0, 1), images)
+    features, _ = class_statistics(net, trainer.train, TINY.class_feature_images, TINY.seed, trainer.device)
+    torch.testing.assert_close(trainer.raw_gen.class_features, standardised(features))
+    assert len(trained) == 1
 
 
 def test_code_init_refuses_an_unknown_method_and_bad_steps():

@@ -53,15 +53,13 @@ from gencond.losses.codebook import (
     intra_class_loss,
 )
 from gencond.methods._registry import get_method, register_method
+from gencond.methods.coresets import SelectionConfig, embedding_network
 from gencond.models import ModelPool, check_architecture, create_network
 from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
 from gencond.training.generator import GeneratorConfig, GeneratorTrainer, run_trainer
 from gencond.training.networks import (
-    IndexedData,
     RealBatchConfig,
     RealBatchTrainer,
-    TrainConfig,
-    train_network,
 )
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
@@ -329,10 +327,7 @@ class CodebookTrainer(GeneratorTrainer):
         cfg, info = self.cfg, self.info
         if cfg.class_embedding == "one_hot" and not cfg.soft_labels:
             return torch.eye(info.num_classes), None
-        net = self.feature_net()
-        if cfg.feature_net_epochs:
-            train_network(net, IndexedData.from_image_set(self.train), TrainConfig(epochs=cfg.feature_net_epochs),
-                          self.device, cfg.seed)
+        net = embedding_network(self.train, self.selection_config(SelectionConfig), cfg.seed)
         features, soft = class_statistics(net, self.train, cfg.class_feature_images, cfg.seed, self.device)
         soft = soft if cfg.soft_labels else None
         if cfg.class_embedding == "one_hot":
@@ -341,15 +336,21 @@ class CodebookTrainer(GeneratorTrainer):
             return torch.zeros_like(features), soft  # filled from phi's features as training goes
         return standardised(features), soft
 
+    def selection_config(self, config_class: type[SelectionConfig]) -> SelectionConfig:
+        """The feature network as a selection's embedding network, so ``code_init`` ranks
+        real images where the class features come from, and the network trains once
+        (:func:`embedding_network` caches it per image set and settings)."""
+        cfg = self.cfg
+        return config_class(embed_net=cfg.feature_net, embed_epochs=cfg.feature_net_epochs,
+                            device=str(self.device), seed=cfg.seed)
+
     def selected_images(self) -> torch.Tensor:
         """(classes, K, channels, H, W): the ``code_init`` method's K real training images of
         every class in the generator's range, in the method's order (herding's greedy order
         makes the first n of them a good n-image set, as nested codes want)."""
         cfg, k = self.cfg, self.cfg.codebook_size
         method = get_method(cfg.code_init, kind="selection")
-        selection = method.config(embed_net=cfg.feature_net, embed_epochs=cfg.feature_net_epochs,
-                                  device=str(self.device), seed=cfg.seed)
-        indices = method.fn(self.train, k, cfg.seed, selection)
+        indices = method.fn(self.train, k, cfg.seed, self.selection_config(method.config))
         labels = self.train.labels[indices]
         indices = indices[torch.argsort(labels, stable=True)]  # class by class, each in the method's order
         images = self.info.to_generator_range(self.train.images(indices))

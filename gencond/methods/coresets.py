@@ -50,21 +50,34 @@ def random_selection(images: ImageSet, ipc: int, seed: int = 0, cfg: SelectionCo
 # --- the embedding ---
 
 _EMBEDDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached(store: weakref.WeakKeyDictionary, images: ImageSet, cfg: SelectionConfig, seed: int, compute):
+    """``compute(images, cfg, seed)``, once per image set and embedding settings."""
+    key = (cfg.embed_net, cfg.embed_epochs, cfg.device, seed)
+    cache = store.setdefault(images, {})
+    if key not in cache:
+        cache[key] = compute(images, cfg, seed)
+    return cache[key]
 
 
 def class_embeddings(images: ImageSet, cfg: SelectionConfig, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per class: (dataset indices, embeddings) from a network trained ``embed_epochs`` on
     the data. Cached per image set and settings, so several IPCs share one training."""
-    key = (cfg.embed_net, cfg.embed_epochs, cfg.device, seed)
-    cache = _EMBEDDINGS.setdefault(images, {})
-    if key not in cache:
-        cache[key] = _compute_embeddings(images, cfg, seed)
-    return cache[key]
+    return _cached(_EMBEDDINGS, images, cfg, seed, _compute_embeddings)
 
 
 def embedding_network(images: ImageSet, cfg: SelectionConfig, seed: int) -> nn.Module:
     """The network whose embedding the selection rules use: ``cfg.embed_net`` initialised
-    from ``seed`` and trained ``embed_epochs`` on ``images``; in eval mode on ``cfg.device``."""
+    from ``seed`` and trained ``embed_epochs`` on ``images``; in eval mode on ``cfg.device``.
+    Cached like the embeddings, so a caller that needs the same network (the codebook's
+    feature network, which also starts its codes from a selection) trains it once; callers
+    must not train it further."""
+    return _cached(_NETWORKS, images, cfg, seed, _train_embedding_network)
+
+
+def _train_embedding_network(images: ImageSet, cfg: SelectionConfig, seed: int) -> nn.Module:
     return real_data_network(images, cfg.embed_net, cfg.embed_epochs, resolve_device(cfg.device), seed)
 
 
