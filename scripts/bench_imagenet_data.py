@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -59,8 +60,11 @@ def main() -> None:
     start = time.perf_counter()
     train = load_dataset("imagenet", root, image_size=args.image_size).train
     index = {"files": len(train), "seconds": round(time.perf_counter() - start, 2),
-             "rss_mib": round(rss_mib(os.getpid()) - before, 1)}
-    print(f"index of {index['files']} files: {index['seconds']} s, {index['rss_mib']} MiB")
+             "rss_mib": round(rss_mib(os.getpid()) - before, 1), "path_table_bytes": train.paths.nbytes,
+             "as_list_of_strings_bytes": sys.getsizeof(list(train.paths)) + sum(map(sys.getsizeof, train.paths))}
+    print(f"index of {index['files']} files: {index['seconds']} s, {index['rss_mib']} MiB resident; paths held in "
+          f"{index['path_table_bytes'] / len(train):.1f} bytes a file ({index['as_list_of_strings_bytes'] / len(train):.1f} "
+          "as a list of strings)")
 
     rng = torch.Generator().manual_seed(0)
     sampler = ClassSampler(train, seed=0)

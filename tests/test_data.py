@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from gencond.data import ClassSampler, load_dataset
+from gencond.data.base import PathTable
 from gencond.errors import GencondError
 from gencond.methods.coresets import random_selection
 
@@ -137,6 +138,26 @@ def test_aligned_sampling_matches_labels_position_by_position(digits):
     assert torch.equal(digits.train.labels[idx], grouped) and len(set(idx.tolist())) == 9
     mixed = torch.tensor([3, 0, 3, 7, 0])
     assert torch.equal(digits.train.labels[sampler.indices_aligned(mixed)], mixed)
+
+
+@pytest.mark.parametrize("paths", [["/data/train/n01/a.JPEG", "/data/train/n02/b.JPEG", "/data/train/n01/é.png"],
+                                   ["./a/x.png", "./a/y.png"], ["/x.png", "/y.png"], ["one.png"], []])
+def test_a_path_table_gives_back_every_path_exactly(paths):
+    table = PathTable(paths)
+    assert list(table) == paths and len(table) == len(paths)
+    if paths:
+        assert table[-1] == paths[-1]
+    with pytest.raises(IndexError):
+        table[len(paths)]
+
+
+def test_a_path_table_holds_imagenet_style_paths_in_a_fraction_of_a_list_of_strings():
+    import sys
+
+    paths = [f"/datasets/imagenet/train/n{c:08d}/n{c:08d}_{i}.JPEG" for c in range(100) for i in range(50)]
+    as_list = sys.getsizeof(paths) + sum(sys.getsizeof(p) for p in paths)
+    table = PathTable(paths)
+    assert table.root == "/datasets/imagenet/train/" and table.nbytes < as_list / 3
 
 
 def test_synthetic_imagenet_reads_in_its_layout_and_skips_unreadable_files(tmp_path, capsys):

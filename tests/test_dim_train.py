@@ -132,22 +132,65 @@ def test_bad_generator_inputs(trained, tmp_path, cli_error):
                str(ROOT.parent / "shared" / "data")], "1x32x32 images of 10 classes, but mnist has 1x28x28")
 
 
-@pytest.mark.skipif(sys.platform != "linux" or torch.cuda.is_available(), reason="2 CPU processes, Linux")
-def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path):
-    """Launched the way users launch: ``accelerate launch`` with the shipped 2-process CPU config."""
+def launch_two_processes(*flags: str) -> None:
+    """``scripts/train_dim.py`` in 2 CPU processes, launched the way users launch:
+    ``accelerate launch`` with the shipped 2-process CPU config."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "scripts" / "train_dim.py"), "--dataset", "digits", "--width", "8", "--batch-size", "16",
-           "--gan-epochs", "1", "--match-epochs", "1", "--steps-per-epoch", "2", "--pool", "convnet3",
-           "--pool-training.batches", "1", "--pool-training.batch-size", "16", "--match-batch", "20", "--output-dir", str(tmp_path)]
+           str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "scripts" / "train_dim.py"),
+           "--dataset", "digits", "--width", "8", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+two_cpu_processes = pytest.mark.skipif(sys.platform != "linux" or torch.cuda.is_available(),
+                                       reason="2 CPU processes, Linux")
+
+
+@two_cpu_processes
+def test_two_processes_keep_identical_generators_and_only_rank_0_writes(tmp_path):
+    launch_two_processes("--batch-size", "16", "--gan-epochs", "1", "--match-epochs", "1", "--steps-per-epoch", "2",
+                         "--pool", "convnet3", "--pool-training.batches", "1", "--pool-training.batch-size", "16",
+                         "--match-batch", "20", "--output-dir", str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["written_by_rank"] == 0
     first, second = summary["weights_fingerprint_per_rank"]["gen"]
     assert first == second
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["rank"] for r in log] == [0, 0]  # one line per epoch: rank 1 wrote nothing
+
+
+def feeds_batch_norm(key: str, state: dict) -> bool:
+    """``PARENT.i.bias`` whose next module ``PARENT.(i+1)`` is a batch norm."""
+    module, _, name = key.rpartition(".")
+    parent, _, index = module.rpartition(".")
+    return name == "bias" and index.isdigit() and f"{parent}.{int(index) + 1}.running_mean".lstrip(".") in state
+
+
+@two_cpu_processes
+def test_two_processes_at_half_the_batch_take_the_step_of_one_process_at_the_whole_batch(tmp_path):
+    """The batch rule: the global batch is the per-process batch x processes. With batch
+    norm over the global batch, 2 processes at B/2 take the first step 1 process takes at B
+    (same real images, same noise, same critic draws). Left out: the biases feeding a batch
+    norm, whose gradient is zero by construction (the norm subtracts their mean), so Adam's
+    first step moves them by +-lr on rounding noise, and the running means that carry them.
+    Each process normalising its own half moves every weight differently."""
+    step = ["--gan-epochs", "1", "--match-epochs", "0", "--steps-per-epoch", "1", "--sample-every", "0", "--seed", "3"]
+    train_dim(DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=1, match_epochs=0, steps_per_epoch=1,
+                        sample_every=0, seed=3, output_dir=str(tmp_path / "one")))
+    launch_two_processes(*step, "--batch-size", "8", "--sync-batchnorm", "--output-dir", str(tmp_path / "global"))
+    launch_two_processes(*step, "--batch-size", "8", "--output-dir", str(tmp_path / "own"))
+
+    def largest_difference(run: str, part: str) -> float:
+        one, two = (load_file(str(tmp_path / name / "state" / part)) for name in ("one", run))
+        compared = [key for key in one if one[key].is_floating_point() and not key.endswith("running_mean")
+                    and not feeds_batch_norm(key, one)]
+        return max((one[key] - two[key]).abs().max().item() for key in compared)
+
+    lr = DiMConfig.lr
+    for part in ("model.safetensors", "model_1.safetensors"):  # generator, critic
+        assert largest_difference("global", part) < lr / 100
+        assert largest_difference("own", part) > lr / 2
 
 
 def test_shipped_checkpoint_samples_without_arguments(tmp_path, capsys, monkeypatch):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from gencond.errors import GencondError
@@ -108,6 +110,36 @@ class UnreadableImage(GencondError):
     """An image file that cannot be decoded (raised by a :class:`LazyImageSet`'s loader)."""
 
 
+class PathTable(Sequence[str]):
+    """File paths held as one byte buffer and offsets after their common folder: the path
+    after that folder + 8 bytes a file, against ~105 bytes for a short Python string in a
+    list (1.28 M ImageNet-style paths: 44 MiB instead of 135 MiB per process). Two numpy
+    arrays also keep forked DataLoader workers from copying the index page by page, as
+    reference counting does to a list of strings they share."""
+
+    def __init__(self, paths: Sequence[str]):
+        paths = list(paths)
+        cut = os.path.commonprefix(paths).rfind(os.sep) + 1  # the prefix up to its last separator
+        self.root = paths[0][:cut] if paths else ""
+        encoded = [path[cut:].encode() for path in paths]
+        self.bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return self.root + self.bytes[self.offsets[index]:self.offsets[index + 1]].tobytes().decode()
+
+    @property
+    def nbytes(self) -> int:
+        return self.bytes.nbytes + self.offsets.nbytes + len(self.root)
+
+
 class LazyImageSet(ImageSet):
     """Images read from files on access (ImageNet-scale data), decoded in threads.
 
@@ -119,7 +151,7 @@ class LazyImageSet(ImageSet):
     (a missing file, a lost mount) are not decoding errors: they end the run."""
 
     def __init__(self, info: DatasetInfo, paths: Sequence[str], labels: torch.Tensor, load: Callable, workers: int = 8):
-        self.info, self.paths, self.labels, self._load, self.workers = info, list(paths), labels.long(), load, workers
+        self.info, self.paths, self.labels, self._load, self.workers = info, PathTable(paths), labels.long(), load, workers
         self.unreadable: set[str] = set()
         self._lock = threading.Lock()
 

@@ -146,12 +146,17 @@ def matching_loss(cfg: DiMConfig, pool: PoolTrainer, info, real: torch.Tensor, f
 
 @dataclass
 class EpochContext:
-    """What one epoch of one process draws from: its random stream, real-data sampler,
-    pool network (phase 2) and siamese augmentation. Seeded by (seed, epoch, rank), so a
-    run resumed at an epoch boundary continues exactly; within an epoch, the trainer's
-    ``context_state`` keeps the stream's state and the pool network's."""
+    """What one epoch of one process draws from: the stream every process shares (the
+    random values paired with the real batch: generator noise in phase 1, the critic's
+    generated labels, noise and interpolation weights, drawn for the global batch), its
+    own stream (the pool network's and matching's draws), real-data sampler, pool network
+    (phase 2) and siamese augmentation. Seeded by (seed, epoch) and (seed, epoch, rank);
+    one process uses one stream for both. A run resumed at an epoch boundary continues
+    exactly; within an epoch, the trainer's ``context_state`` keeps the streams' states
+    and the pool network's."""
 
     phase: int
+    shared: torch.Generator
     rng: torch.Generator
     sampler: ClassSampler
     pool: PoolTrainer | None
@@ -180,9 +185,11 @@ class DiMTrainer(GeneratorTrainer):
         lr = cfg.match_lr if phase == 2 and cfg.match_lr > 0 else cfg.lr
         for group in [*self.opt_g.param_groups, *self.opt_d.param_groups]:
             group["lr"] = lr
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + self.rank)
+        seed = cfg.seed * 1_000_003 + epoch * 101
+        shared = torch.Generator().manual_seed(seed)
+        rng = shared if self.world == 1 else torch.Generator().manual_seed(seed + 1 + self.rank)
         pool = PoolTrainer(cfg, self.train, epoch, rng, self.device) if phase == 2 else None
-        ctx = EpochContext(phase, rng, ClassSampler(self.train, generator=rng), pool,
+        ctx = EpochContext(phase, shared, rng, ClassSampler(self.train, generator=rng), pool,
                            DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=rng))
         batches = epoch_batches(len(self.train), cfg.batch_size, self.rank, self.world, cfg.seed, epoch,
                                 cfg.steps_per_epoch)
@@ -208,9 +215,11 @@ class DiMTrainer(GeneratorTrainer):
             labels = balanced_labels(cfg.match_batch, self.info.num_classes, ctx.rng)
             match_real = ctx.sampler.sample_aligned(labels).to(self.device)
             labels = labels.to(self.device)
+            noise = torch.randn(len(labels), cfg.noise_dim, generator=ctx.rng)
         else:
             labels = real_labels
-        noise = torch.randn(len(labels), cfg.noise_dim, generator=ctx.rng).to(self.device)
+            noise = self.global_draw(lambda m: torch.randn(m, cfg.noise_dim, generator=ctx.shared), len(labels))
+        noise = noise.to(self.device)
         raw_disc = self.accelerator.unwrap_model(self.disc)
         raw_disc.requires_grad_(False)  # the critic is only a loss here
         with acc.no_sync(self.disc):
@@ -231,12 +240,13 @@ class DiMTrainer(GeneratorTrainer):
 
     def discriminator_step(self, ctx: EpochContext, real: torch.Tensor, real_labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Critic step on the real batch and a generated batch of random labels."""
-        n, rng = len(real), ctx.rng
-        fake_labels = torch.randint(self.info.num_classes, (n,), generator=rng).to(self.device)
-        noise = torch.randn(n, self.cfg.noise_dim, generator=rng).to(self.device)
+        n, rng = len(real), ctx.shared
+        fake_labels = self.global_draw(lambda m: torch.randint(self.info.num_classes, (m,), generator=rng), n)
+        noise = self.global_draw(lambda m: torch.randn(m, self.cfg.noise_dim, generator=rng), n)
         with torch.no_grad():
-            fake = self.gen(noise, fake_labels)
-        alpha = torch.rand(n, generator=rng).to(self.device)
+            fake = self.gen(noise.to(self.device), fake_labels.to(self.device))
+        alpha = self.global_draw(lambda m: torch.rand(m, generator=rng), n).to(self.device)
+        fake_labels = fake_labels.to(self.device)
         parts = wgan_discriminator_loss(self.disc, real, real_labels, fake, fake_labels, self.cfg.gp_weight, alpha)
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(parts["loss"])

@@ -47,6 +47,7 @@ from gencond.artifacts.io import fsync_tree
 from gencond.data import DataConfig
 from gencond.errors import GencondError
 from gencond.runtime import keep_freed_memory
+from gencond.training.parallel import convert_global_batchnorm
 from gencond.training.validation import draw_fixed_set, validation_score
 
 STATE_DIR, GENERATOR_DIR, SELECTED_DIR, KEPT_DIR = "state", "generator", "selected", "epochs"
@@ -82,6 +83,10 @@ class GeneratorConfig(DataConfig):
     collective_timeout_s: int = field(default=600, metadata={"help": "data parallel runs: seconds a process waits "
                                                                      "for the others in a collective before the "
                                                                      "run ends with one line (a dead or hung rank)"})
+    sync_batchnorm: bool = field(default=False, metadata={"help": "data parallel runs: batch-norm statistics over "
+                                                                  "the global batch (every process's share), so N "
+                                                                  "processes at batch B/N take the steps of one at "
+                                                                  "B; off: each process normalises its own share"})
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:
@@ -199,6 +204,9 @@ class GeneratorTrainer:
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         parts = self.build()
+        if cfg.sync_batchnorm and self.world > 1:
+            parts = {name: convert_global_batchnorm(obj) if isinstance(obj, nn.Module) else obj
+                     for name, obj in parts.items()}
         prepared = self.accelerator.prepare(*parts.values())
         for name, obj in zip(parts, prepared if len(parts) > 1 else (prepared,)):
             setattr(self, name, obj)
@@ -273,6 +281,13 @@ class GeneratorTrainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def global_draw(self, draw, n: int) -> torch.Tensor:
+        """This process's share of random values drawn for the global batch of a step: every
+        process calls ``draw(n * world)`` on a stream they share and keeps the positions of
+        its real images in :func:`epoch_batches`'s split (rank, rank + world, ...), so each
+        value stays paired with the same real image however the batch is split."""
+        return draw(n * self.world)[self.rank::self.world]
 
     # --- the loop ---
 

@@ -1,0 +1,75 @@
+"""Batch norm over the global batch (gencond.training.parallel): known answers against
+``nn.BatchNorm`` on the whole batch, in one process and in two gloo processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from gencond.training.parallel import GlobalBatchNorm, convert_global_batchnorm
+
+# Each of 2 processes normalises its half (positions rank, rank + 2, ...) of one batch;
+# outputs, input gradients, summed parameter gradients and running statistics must be
+# those of nn.BatchNorm2d on the whole batch.
+DRIVER = """
+import torch, torch.distributed as dist
+from torch import nn
+from gencond.training.parallel import GlobalBatchNorm
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+x, w = torch.randn(8, 3, 4, 4) * 3 + 1, torch.randn(8, 3, 4, 4)
+ref, bn = nn.BatchNorm2d(3), GlobalBatchNorm(3)
+with torch.no_grad():
+    ref.weight.uniform_(0.5, 1.5); ref.bias.uniform_(-1, 1)
+    bn.weight.copy_(ref.weight); bn.bias.copy_(ref.bias)
+full = x.clone().requires_grad_(True)
+expected = ref(full)
+(expected * w).sum().backward()
+half = x[rank::2].clone().requires_grad_(True)
+out = bn(half)
+(out * w[rank::2]).sum().backward()
+grads = torch.cat([bn.weight.grad, bn.bias.grad])
+dist.all_reduce(grads)
+close = lambda a, b: torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+assert close(out, expected[rank::2]), "output"
+assert close(half.grad, full.grad[rank::2]), "input gradient"
+assert close(grads, torch.cat([ref.weight.grad, ref.bias.grad])), "parameter gradients"
+assert close(bn.running_mean, ref.running_mean) and close(bn.running_var, ref.running_var), "running statistics"
+print("rank", rank, "ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun test")
+def test_two_processes_normalise_their_halves_as_one_batch_norm_over_the_whole_batch(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           str(driver)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(line for line in result.stdout.splitlines() if line.endswith("ok")) == ["rank 0 ok", "rank 1 ok"]
+
+
+def test_outside_a_process_group_it_is_batch_norm_and_conversion_keeps_the_parameters():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3)))
+    net[1].running_mean.fill_(0.5)
+    before = {key: value.clone() for key, value in net.state_dict().items()}
+    weight = net[1].weight
+    converted = convert_global_batchnorm(net)
+    assert isinstance(converted[1], GlobalBatchNorm) and isinstance(converted[2][1], GlobalBatchNorm)
+    assert converted[1].weight is weight  # an optimiser built before the conversion still steps it
+    after = converted.state_dict()
+    assert list(after) == list(before) and all(torch.equal(before[key], after[key]) for key in before)
+    x = torch.randn(8, 6, 5)
+    assert torch.allclose(GlobalBatchNorm(6)(x), nn.BatchNorm1d(6)(x))
+    with pytest.raises(ValueError, match="2D, 3D or 4D"):
+        GlobalBatchNorm(6)(torch.randn(6))
