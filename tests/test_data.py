@@ -141,7 +141,8 @@ def test_aligned_sampling_matches_labels_position_by_position(digits):
 
 
 @pytest.mark.parametrize("paths", [["/data/train/n01/a.JPEG", "/data/train/n02/b.JPEG", "/data/train/n01/é.png"],
-                                   ["./a/x.png", "./a/y.png"], ["/x.png", "/y.png"], ["one.png"], []])
+                                   ["./a/x.png", "./a/y.png"], ["/x.png", "/y.png"], ["one.png"], [],
+                                   ["/data/latin1-\udce9.png"]])  # a file name that is not UTF-8
 def test_a_path_table_gives_back_every_path_exactly(paths):
     table = PathTable(paths)
     assert list(table) == paths and len(table) == len(paths)

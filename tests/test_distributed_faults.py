@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="torchrun test")]
 
@@ -82,3 +83,23 @@ def test_a_rank_that_dies_or_hangs_ends_the_run_within_bounded_time(tmp_path, fa
     else:
         assert "a collective with the other processes failed" in result.stderr, result.stderr[-2000:]
     assert (tmp_path / "run" / "state").is_dir()  # epoch 1's state, intact for --resume
+
+
+def test_two_ranks_resumed_mid_epoch_end_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    """Each rank's epoch context (its random stream, its pool network) is saved by rank: a
+    2-process run killed in the matching epoch after a state saved within it, then resumed,
+    ends bitwise where the uninterrupted run ends."""
+    from safetensors.torch import load_file
+
+    args = ["--gan-epochs", "1", "--match-epochs", "1", "--steps-per-epoch", "4", "--save-every-steps", "2"]
+    for name in ("whole", "cut"):
+        (tmp_path / name).mkdir()
+    whole, _ = torchrun(tmp_path / "whole", 29534, args, {}, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cut, _ = torchrun(tmp_path / "cut", 29535, args, {"GENCOND_FAULT": "die", "GENCOND_FAULT_STEP": "7"}, timeout=300)
+    assert cut.returncode != 0
+    resumed, _ = torchrun(tmp_path / "cut", 29536, [*args, "--resume"], {}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "epoch 1, step 2" in resumed.stdout + resumed.stderr
+    expected, got = (load_file(str(tmp_path / name / "run" / "generator" / "model.safetensors")) for name in ("whole", "cut"))
+    assert all(torch.equal(expected[key], got[key]) for key in expected)

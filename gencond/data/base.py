@@ -121,7 +121,7 @@ class PathTable(Sequence[str]):
         paths = list(paths)
         cut = os.path.commonprefix(paths).rfind(os.sep) + 1  # the prefix up to its last separator
         self.root = paths[0][:cut] if paths else ""
-        encoded = [path[cut:].encode() for path in paths]
+        encoded = [os.fsencode(path[cut:]) for path in paths]  # names that are not UTF-8 survive
         self.bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
         self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
@@ -133,7 +133,7 @@ class PathTable(Sequence[str]):
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         index %= len(self)
-        return self.root + self.bytes[self.offsets[index]:self.offsets[index + 1]].tobytes().decode()
+        return self.root + os.fsdecode(self.bytes[self.offsets[index]:self.offsets[index + 1]].tobytes())
 
     @property
     def nbytes(self) -> int:

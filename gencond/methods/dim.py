@@ -146,18 +146,18 @@ def matching_loss(cfg: DiMConfig, pool: PoolTrainer, info, real: torch.Tensor, f
 
 @dataclass
 class EpochContext:
-    """What one epoch of one process draws from: the stream every process shares (the
-    random values paired with the real batch: generator noise in phase 1, the critic's
-    generated labels, noise and interpolation weights, drawn for the global batch), its
-    own stream (the pool network's and matching's draws), real-data sampler, pool network
-    (phase 2) and siamese augmentation. Seeded by (seed, epoch) and (seed, epoch, rank);
+    """What one epoch of one process draws from: its own stream (the pool network's and
+    matching's draws), the stream every process shares (the random values paired with the
+    real batch: generator noise in phase 1, the critic's generated labels, noise and
+    interpolation weights, drawn for the global batch), real-data sampler, pool network
+    (phase 2) and siamese augmentation. Seeded by (seed, epoch, rank) and (seed, epoch);
     one process uses one stream for both. A run resumed at an epoch boundary continues
     exactly; within an epoch, the trainer's ``context_state`` keeps the streams' states
     and the pool network's."""
 
     phase: int
-    shared: torch.Generator
     rng: torch.Generator
+    shared: torch.Generator
     sampler: ClassSampler
     pool: PoolTrainer | None
     match_augment: DSA
@@ -189,7 +189,7 @@ class DiMTrainer(GeneratorTrainer):
         shared = torch.Generator().manual_seed(seed)
         rng = shared if self.world == 1 else torch.Generator().manual_seed(seed + 1 + self.rank)
         pool = PoolTrainer(cfg, self.train, epoch, rng, self.device) if phase == 2 else None
-        ctx = EpochContext(phase, shared, rng, ClassSampler(self.train, generator=rng), pool,
+        ctx = EpochContext(phase, rng, shared, ClassSampler(self.train, generator=rng), pool,
                            DSA(cfg.dsa_strategy, cfg.dsa_mode, generator=rng))
         batches = epoch_batches(len(self.train), cfg.batch_size, self.rank, self.world, cfg.seed, epoch,
                                 cfg.steps_per_epoch)

@@ -261,11 +261,15 @@ class GeneratorTrainer:
         :meth:`start_epoch` rebuilds from (seed, epoch): the state of every random stream
         and every part with a ``state_dict`` among the context's fields (a DiM pool network
         and its optimiser), and the global random streams, since rebuilding the context may
-        draw from them. A method with more per-epoch state extends both methods."""
-        state = {"torch_rng": torch.get_rng_state()}
+        draw from them. A method with more per-epoch state extends both methods. A part held
+        under two names (one process's DiM streams) is saved once, under the first."""
+        state, seen = {"torch_rng": torch.get_rng_state()}, set()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         for name, value in vars(ctx).items():
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
             if isinstance(value, torch.Generator):
                 state[name] = value.get_state()
             elif hasattr(value, "state_dict"):
@@ -273,7 +277,11 @@ class GeneratorTrainer:
         return state
 
     def load_context_state(self, ctx: Any, state: dict) -> None:
+        seen = set()
         for name, value in vars(ctx).items():
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
             if isinstance(value, torch.Generator):
                 value.set_state(state[name])
             elif hasattr(value, "load_state_dict"):
@@ -281,6 +289,16 @@ class GeneratorTrainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def every_rank_context_state(self, ctx: Any) -> dict[int, dict]:
+        """Every process's :meth:`context_state` by rank: Accelerate saves the progress
+        (where this goes) from the main process only, and each process's streams differ."""
+        state = self.context_state(ctx)
+        if self.world == 1:
+            return {0: state}
+        from accelerate.utils import gather_object
+
+        return dict(enumerate(gather_object([state])))
 
     def global_draw(self, draw, n: int) -> torch.Tensor:
         """This process's share of random values drawn for the global batch of a step: every
@@ -336,7 +354,8 @@ class GeneratorTrainer:
         ctx, items = self.start_epoch(epoch)
         progress, every = self.progress, self.cfg.save_every_steps
         if progress.step:
-            self.load_context_state(ctx, progress.context)
+            # by rank; a state written before contexts were kept per rank holds one flat dict
+            self.load_context_state(ctx, progress.context.get(self.rank, progress.context))
         for opt in self.optimizers:  # after a rollback: the method's learning rates, lowered
             for group in opt.param_groups:
                 group["lr"] *= progress.lr_scale
@@ -356,7 +375,7 @@ class GeneratorTrainer:
             if first_step_done == start:
                 first_step_done = time.perf_counter()
             if every and (step + 1) % every == 0 and step + 1 < len(items):
-                progress.mid_epoch(step + 1, totals, self.context_state(ctx))
+                progress.mid_epoch(step + 1, totals, self.every_rank_context_state(ctx))
                 self.save_state()
         bar.close()
         progress.mid_epoch(0, {}, {})

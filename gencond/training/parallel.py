@@ -34,6 +34,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         if not (self.training and in_process_group()):
             return super().forward(x)
+        dtype, x = x.dtype, x.float()  # statistics of bf16 activations in fp32, output in their dtype
         dims, shape = [0, *range(2, x.dim())], (1, -1) + (1,) * (x.dim() - 2)
         count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
         sums = all_reduce(torch.cat([x.sum(dims), count]))
@@ -44,7 +45,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.track_running_stats:
             self.update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
         out = centred * torch.rsqrt(var + self.eps).view(shape)
-        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        return (out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out).to(dtype)
 
     @torch.no_grad()
     def update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
