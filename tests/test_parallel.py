@@ -17,7 +17,9 @@ from gencond.training.parallel import GlobalBatchNorm, convert_global_batchnorm
 # outputs, input gradients, summed parameter gradients and running statistics must be
 # those of nn.BatchNorm2d on the whole batch.
 DRIVER = """
+import sys
 import torch, torch.distributed as dist
+from pathlib import Path
 from torch import nn
 from gencond.training.parallel import GlobalBatchNorm
 
@@ -42,7 +44,7 @@ assert close(out, expected[rank::2]), "output"
 assert close(half.grad, full.grad[rank::2]), "input gradient"
 assert close(grads, torch.cat([ref.weight.grad, ref.bias.grad])), "parameter gradients"
 assert close(bn.running_mean, ref.running_mean) and close(bn.running_var, ref.running_var), "running statistics"
-print("rank", rank, "ok")
+Path(sys.argv[1], f"rank{rank}.ok").touch()
 """
 
 
@@ -50,12 +52,12 @@ print("rank", rank, "ok")
 def test_two_processes_normalise_their_halves_as_one_batch_norm_over_the_whole_batch(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           str(driver)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(driver),
+           str(tmp_path)]  # --standalone: a free port
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(line for line in result.stdout.splitlines() if line.endswith("ok")) == ["rank 0 ok", "rank 1 ok"]
+    assert sorted(path.name for path in tmp_path.glob("*.ok")) == ["rank0.ok", "rank1.ok"]
 
 
 def test_outside_a_process_group_it_is_batch_norm_and_conversion_keeps_the_parameters():
