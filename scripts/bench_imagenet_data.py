@@ -59,9 +59,10 @@ def main() -> None:
     before = rss_mib(os.getpid())
     start = time.perf_counter()
     train = load_dataset("imagenet", root, image_size=args.image_size).train
-    index = {"files": len(train), "seconds": round(time.perf_counter() - start, 2),
-             "rss_mib": round(rss_mib(os.getpid()) - before, 1), "path_table_bytes": train.paths.nbytes,
-             "as_list_of_strings_bytes": sys.getsizeof(list(train.paths)) + sum(map(sys.getsizeof, train.paths))}
+    seconds, resident = round(time.perf_counter() - start, 2), round(rss_mib(os.getpid()) - before, 1)
+    paths = list(train.paths)
+    index = {"files": len(train), "seconds": seconds, "rss_mib": resident, "path_table_bytes": train.paths.nbytes,
+             "as_list_of_strings_bytes": sys.getsizeof(paths) + sum(map(sys.getsizeof, paths))}
     print(f"index of {index['files']} files: {index['seconds']} s, {index['rss_mib']} MiB resident; paths held in "
           f"{index['path_table_bytes'] / len(train):.1f} bytes a file ({index['as_list_of_strings_bytes'] / len(train):.1f} "
           "as a list of strings)")

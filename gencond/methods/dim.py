@@ -243,10 +243,10 @@ class DiMTrainer(GeneratorTrainer):
         n, rng = len(real), ctx.shared
         fake_labels = self.global_draw(lambda m: torch.randint(self.info.num_classes, (m,), generator=rng), n)
         noise = self.global_draw(lambda m: torch.randn(m, self.cfg.noise_dim, generator=rng), n)
+        fake_labels, noise = fake_labels.to(self.device), noise.to(self.device)
         with torch.no_grad():
-            fake = self.gen(noise.to(self.device), fake_labels.to(self.device))
+            fake = self.gen(noise, fake_labels)
         alpha = self.global_draw(lambda m: torch.rand(m, generator=rng), n).to(self.device)
-        fake_labels = fake_labels.to(self.device)
         parts = wgan_discriminator_loss(self.disc, real, real_labels, fake, fake_labels, self.cfg.gp_weight, alpha)
         self.opt_d.zero_grad(set_to_none=True)
         self.accelerator.backward(parts["loss"])

@@ -13,6 +13,7 @@ from gencond.artifacts.generator import ConditionalGenerator
 from gencond.errors import GencondError
 from gencond.serve.candidates import Selector, check_candidates, select_candidates
 from gencond.training.networks import ReferenceNetwork, teacher_logits
+from gencond.training.parallel import world_size
 
 # A network trained on the real data whose logits become the soft labels of sampled images.
 Teacher = ReferenceNetwork
@@ -105,7 +106,7 @@ class EpochSampler(Sampler):
     def __init__(self, size: int, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None,
                  rank: int | None = None, drop_last: bool = False):
         if num_replicas is None:
-            num_replicas = _world_size()
+            num_replicas = world_size()
         if rank is None:
             rank = dist.get_rank() if num_replicas > 1 else 0
         self.order = DistributedSampler(range(size), num_replicas, rank, shuffle, seed, drop_last)
@@ -122,10 +123,6 @@ class EpochSampler(Sampler):
         self.order.set_epoch(epoch)
         self.epoch += 1
         return ((epoch, i) for i in list(self.order))
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class GeneratorDataset(Dataset):
@@ -171,7 +168,7 @@ class GeneratorDataset(Dataset):
         self.batch_size = batch_size
         # served[0] holds set_epoch's base count, served[1] the items the main process read, served[2 + w] worker w's
         self._served = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
-        self._distributed = _world_size() > 1
+        self._distributed = world_size() > 1
         self._latents_epoch, self._latents = None, None
         self._last_block: tuple = (None, None, None, None)  # (epoch, block, images, soft labels)
         self._kept: list[torch.Tensor | None] = []  # a fixed set's images and soft labels, filled as generated

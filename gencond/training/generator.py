@@ -169,6 +169,15 @@ def save_sample_grid(gen: nn.Module, path: Path, columns: int = 10, seed: int = 
     save_image(((images + 1) / 2).clamp(0, 1), str(path), nrow=columns)
 
 
+def distinct_parts(ctx: Any) -> list[tuple[str, Any]]:
+    """(name, value) of a context's fields, a value held under two names (one process's DiM
+    streams) only under the first."""
+    parts = {}
+    for name, value in vars(ctx).items():
+        parts.setdefault(id(value), (name, value))
+    return list(parts.values())
+
+
 def fingerprint(module: nn.Module) -> int:
     """The first 60 bits of the SHA-256 of every parameter's bytes: equal on two processes
     only if their weights are bitwise equal (to a 2^-60 chance). Buffers are left out:
@@ -263,13 +272,10 @@ class GeneratorTrainer:
         and its optimiser), and the global random streams, since rebuilding the context may
         draw from them. A method with more per-epoch state extends both methods. A part held
         under two names (one process's DiM streams) is saved once, under the first."""
-        state, seen = {"torch_rng": torch.get_rng_state()}, set()
+        state = {"torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        for name, value in vars(ctx).items():
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
+        for name, value in distinct_parts(ctx):
             if isinstance(value, torch.Generator):
                 state[name] = value.get_state()
             elif hasattr(value, "state_dict"):
@@ -277,11 +283,7 @@ class GeneratorTrainer:
         return state
 
     def load_context_state(self, ctx: Any, state: dict) -> None:
-        seen = set()
-        for name, value in vars(ctx).items():
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
+        for name, value in distinct_parts(ctx):
             if isinstance(value, torch.Generator):
                 value.set_state(state[name])
             elif hasattr(value, "load_state_dict"):

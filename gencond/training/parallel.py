@@ -17,8 +17,9 @@ from torch import nn
 from torch.distributed.nn.functional import all_reduce
 
 
-def in_process_group() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def world_size() -> int:
+    """Processes in the initialised ``torch.distributed`` group; 1 without one."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -32,7 +33,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not (self.training and in_process_group()):
+        if not (self.training and world_size() > 1):
             return super().forward(x)
         dtype, x = x.dtype, x.float()  # statistics of bf16 activations in fp32, output in their dtype
         dims, shape = [0, *range(2, x.dim())], (1, -1) + (1,) * (x.dim() - 2)
