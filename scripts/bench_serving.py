@@ -4,7 +4,8 @@ plain and improved at serving time, beside real-image baselines, in one run.
 Rows (every ``--inpc``): random real images, herding, DM sets given with ``--dm``, and for
 each generator folder of ``--generator NAME=FOLDER``: its fixed set (the first INPC
 positions), the fixed set kept by candidate selection (M x INPC draws per class, one row
-per ``--rules`` entry) and the fresh protocol. Columns: ConvNet-3 final test accuracy
+per ``--rules`` entry), the fixed set drawn with truncated latents (one row per
+``--truncation`` value) and the fresh protocol. Columns: ConvNet-3 final test accuracy
 with hard labels, and in a separate column (never one ranking) with soft labels, the
 logits of one teacher trained on the real training split, for the generator rows and
 random real images. The selection network of candidate selection and of herding is the
@@ -37,6 +38,7 @@ from gencond.evaluate.report import BenchmarkReport, format_table
 from gencond.methods import get_method
 from gencond.methods.coresets import SelectionConfig, embedding_network
 from gencond.serve import CANDIDATE_RULES, FreshSamples, Selector, sample_set
+from gencond.serve.sampling import class_slots, seeded_latents
 from gencond.training import IndexedData, TrainConfig, resolve_device
 from gencond.training.networks import real_data_network, test_accuracy
 
@@ -51,9 +53,10 @@ def named_folder(item: str) -> tuple[str, str]:
 
 
 def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rules: list[str],
-                   selector: Selector) -> tuple[list[TrainingSet], list[TrainingSet]]:
+                   selector: Selector, truncations: list[float]) -> tuple[list[TrainingSet], list[TrainingSet]]:
     """(every row, the plain ones) of one generator: fixed, the fixed set kept by candidate
-    selection (one row per rule) and fresh; the plain rows are fixed and fresh."""
+    selection (one row per rule), the fixed set of truncated latents (one row per psi) and
+    fresh; the plain rows are fixed and fresh."""
     rows, plain = [], []
     for n in inpcs:
         plain.append(TrainingSet(f"{name} fixed", n,
@@ -64,9 +67,24 @@ def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rule
                                     lambda seed, n=n, r=rule: IndexedData.from_condensed(
                                         sample_set(generator, n, seed, candidates=candidates, rule=r,
                                                    selector=selector))))
+        for psi in truncations:
+            if not truncation_changes_the_set(generator, n, psi):
+                print(f"{name} at INPC {n}: truncation {psi:g} leaves the fixed set as it is; row skipped")
+                continue
+            rows.append(TrainingSet(f"{name} fixed, truncation {psi:g}", n,
+                                    lambda seed, n=n, g=generator.truncated(psi): IndexedData.from_condensed(
+                                        sample_set(g, n, seed))))
         plain.append(TrainingSet(f"{name} fresh", n, lambda seed, n=n: FreshSamples(generator, n)))
         rows.append(plain[-1])
     return rows, plain
+
+
+def truncation_changes_the_set(generator, inpc: int, psi: float) -> bool:
+    """False where the fixed set has no Gaussian part to truncate (a codebook generator's
+    first K codes)."""
+    slots = class_slots(generator.info.num_classes, inpc)
+    return not torch.equal(seeded_latents(generator, slots, len(slots), 0),
+                           seeded_latents(generator.truncated(psi), slots, len(slots), 0))
 
 
 def timed(rows: list[TrainingSet], seconds: dict[tuple[str, int | None], list[float]]) -> None:
@@ -89,20 +107,26 @@ def main() -> None:
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--candidates", type=int, default=10, metavar="M")
     parser.add_argument("--rules", nargs="*", default=list(CANDIDATE_RULES))
+    parser.add_argument("--truncation", type=float, nargs="*", default=[], metavar="PSI",
+                        help="one more fixed-set row per generator and PSI: latents truncated at PSI")
     parser.add_argument("--selector-epochs", type=int, default=SelectionConfig.embed_epochs)
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--soft", choices=SOFT_ROWS, default="all",
                         help="soft-label column for: all generator rows and random real, 'plain' ones "
                              "(random real, generator fixed and fresh; not the candidate-selected), or none")
+    parser.add_argument("--no-real", action="store_true",
+                        help="leave out the random and herding rows (a run of more generators beside an earlier one: "
+                             "same seeds, same real rows)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default="results/bench_serving.json")
     args = parser.parse_args()
     unknown = [r for r in args.rules if r not in CANDIDATE_RULES]
-    if unknown or args.candidates < 2:
-        raise SystemExit(f"--rules must be among {', '.join(CANDIDATE_RULES)} and --candidates >= 2")
+    if unknown or args.candidates < 2 or not all(psi > 0 for psi in args.truncation):
+        raise SystemExit(f"--rules must be among {', '.join(CANDIDATE_RULES)}, --candidates >= 2 and every "
+                         "--truncation > 0")
 
     device = resolve_device(args.device)
     report = BenchmarkReport("serving", vars(args), device)
@@ -117,13 +141,14 @@ def main() -> None:
     seconds["teacher"] = round(time.perf_counter() - start, 1)
 
     herding = get_method("herding", "selection").fn
-    real = selection_sets(splits, "random", args.inpc) + selection_sets(
+    real = [] if args.no_real else selection_sets(splits, "random", args.inpc) + selection_sets(
         splits, "herding", args.inpc, lambda images, ipc, seed: herding(images, ipc, seed, selection))
     generated, plain = [], []
     for name, folder in map(named_folder, args.generator):
         generator = load_generator(folder, device)
         check_compatible(generator.info, splits.info, folder)
-        rows, plain_rows = generator_rows(name, generator, args.inpc, args.candidates, args.rules, selector)
+        rows, plain_rows = generator_rows(name, generator, args.inpc, args.candidates, args.rules, selector,
+                                          args.truncation)
         generated += rows
         plain += plain_rows
     dm = condensed_sets(splits, args.dm)

@@ -117,7 +117,8 @@ def test_cli_samples_with_a_real_data_selector_and_refuses_bad_requests(tmp_path
 
 @pytest.mark.slow
 def test_the_serving_benchmark_scores_every_row_of_both_label_columns(tmp_path):
-    """scripts/bench_serving.py at a tiny size: every row of both label columns is in the JSON."""
+    """scripts/bench_serving.py at a tiny size: every row of both label columns is in the JSON
+    (candidate selection and truncation rows with hard labels only)."""
     import json
     import os
     import subprocess
@@ -128,10 +129,11 @@ def test_the_serving_benchmark_scores_every_row_of_both_label_columns(tmp_path):
     result = subprocess.run(
         [sys.executable, str(root / "scripts" / "bench_serving.py"), "--dataset", "digits", "--generator",
          f"DiM={SHIPPED}", "--inpc", "1", "--rules", "confidence", "--seeds", "1", "--eval-epochs", "1",
-         "--selector-epochs", "1", "--teacher-epochs", "1", "--soft", "plain", "--json", str(out)],
+         "--selector-epochs", "1", "--teacher-epochs", "1", "--soft", "plain", "--truncation", "0.5",
+         "--json", str(out)],
         cwd=tmp_path, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads(out.read_text())
     rows = {(r["training_set"], r["labels"]) for r in found["results"]}
     assert rows == {("random", "hard"), ("herding", "hard"), ("DiM fixed", "hard"), ("DiM fixed + confidence of 10x", "hard"),
-                    ("DiM fresh", "hard"), ("random", "soft"), ("DiM fixed", "soft"), ("DiM fresh", "soft")}
+                    ("DiM fixed, truncation 0.5", "hard"), ("DiM fresh", "hard"), ("random", "soft"), ("DiM fixed", "soft"), ("DiM fresh", "soft")}

@@ -9,6 +9,7 @@ unpickles anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +35,28 @@ class ConditionalGenerator:
     ``generate(labels, latents)`` returns images in the dataset's normalized space, the
     space evaluation networks are trained in; ``latents(slots, count, rng)`` gives the
     network's latents for images at positions ``slots`` within their class (fresh
-    ones for ``slots=None``).
+    ones for ``slots=None``), their Gaussian part truncated to [-``truncation``,
+    ``truncation``] when that is positive (:meth:`truncated`).
     """
 
     net: nn.Module
     info: DatasetInfo
     metadata: dict
+    truncation: float = 0.0
 
     @property
     def architecture(self) -> str:
         return self.net.architecture
 
+    def truncated(self, psi: float) -> ConditionalGenerator:
+        """The same network serving latents truncated at ``psi`` (0 = no truncation);
+        every sampler (``sample_set``, ``GeneratorDataset``, the fresh protocol) follows it."""
+        if not psi >= 0:  # also refuses NaN
+            raise GencondError(f"truncation must be >= 0 (0 = off), got {psi}")
+        return dataclasses.replace(self, truncation=float(psi))
+
     def latents(self, slots: torch.Tensor | None, count: int, rng: torch.Generator) -> torch.Tensor:
-        return self.net.latents(slots, count, rng)
+        return self.net.latents(slots, count, rng, self.truncation)
 
     @property
     def device(self) -> torch.device:

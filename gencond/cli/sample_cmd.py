@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same images")
     parser.add_argument("--classes", type=int, nargs="+", help="class indices to draw (default: all)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--truncation", type=float, default=0.0, metavar="PSI",
+                        help="draw the latents' Gaussian part from N(0, 1) truncated to [-PSI, PSI]: images nearer "
+                             "their class's modes, less diverse (0 = off)")
     parser.add_argument("--candidates", type=int, default=1, metavar="M",
                         help="draw M x INPC images per class and keep INPC of them by --rule (1 = no selection)")
     parser.add_argument("--rule", default="herding", help=f"candidate selection rule: {', '.join(CANDIDATE_RULES)}")
@@ -73,6 +76,7 @@ def real_data_reference(generator: ConditionalGenerator, role: str, epochs: int,
          add_arguments=add_arguments)
 def run(args: argparse.Namespace) -> None:
     generator = load_generator(args.checkpoint or default_checkpoint(), resolve_device(args.device))
+    generator = generator.truncated(args.truncation)
     check_candidates(args.candidates, args.rule, None, need_selector=False)
     if args.selector_epochs < 0 or args.teacher_epochs < 0:
         raise GencondError(f"--selector-epochs and --teacher-epochs must be >= 0, got {args.selector_epochs}, "
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> None:
     out = args.out or Path("samples") / f"inpc{args.inpc}"
     path = write_sampled(condensed, out, args.format)
     kept = f", kept by {args.rule} from {args.candidates}x as many" if args.candidates > 1 else ""
+    kept += f", latents truncated at {args.truncation:g}" if args.truncation else ""
     kept += ", with the teacher's soft labels" if teacher is not None else ""
     print(f"{len(condensed)} images ({args.inpc} per class, {len(set(condensed.labels.tolist()))} classes{kept}) "
           f"generated in {seconds:.2f} s ({len(condensed) / max(seconds, 1e-9):.0f} images/s), written to {path}")

@@ -54,6 +54,8 @@ class EvalConfig(DataConfig):
     condensed: list[str] = field(default_factory=list, metadata={"help": "condensed set file(s) to evaluate instead"})
     checkpoint: str = field(default="", metadata={"help": "generator folder to evaluate instead"})
     inpc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class drawn from --checkpoint"})
+    truncation: float = field(default=0.0, metadata={"help": "draw --checkpoint's latents truncated at this psi "
+                                                                "(0 = off; the truncation trick)"})
     protocol: list[str] = field(default_factory=lambda: ["fixed", "fresh"],
                                 metadata={"help": "generator protocols: fixed (one set drawn per seed) and/or fresh "
                                                   "(new samples every step, same count per epoch)"})
@@ -164,17 +166,19 @@ PROTOCOLS = ("fixed", "fresh")
 
 
 def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], protocols: list[str],
-                   device: torch.device) -> list[TrainingSet]:
+                   device: torch.device, truncation: float = 0.0) -> list[TrainingSet]:
     """A generator under the two protocols. ``fixed``: the seed draws one set of INPC x C
     images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
-    DiM's deployment, the same number of images per epoch but new ones every step."""
+    DiM's deployment, the same number of images per epoch but new ones every step. With
+    ``truncation`` psi > 0 both draw latents truncated at psi."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise GencondError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
     if any(n <= 0 for n in inpcs):
         raise GencondError(f"images per class (INPC) must be positive, got {inpcs}")
-    generator = load_generator(checkpoint, device)
+    generator = load_generator(checkpoint, device).truncated(truncation)
     check_compatible(generator.info, splits.info, checkpoint)
+    truncated = f", truncation {truncation:g}" if truncation else ""
     rows = []
     for protocol in protocols:
         for inpc in inpcs:
@@ -182,7 +186,7 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
                 make = lambda seed, n=inpc: IndexedData.from_condensed(sample_set(generator, n, seed))
             else:
                 make = lambda seed, n=inpc: FreshSamples(generator, n)
-            rows.append(TrainingSet(f"generator ({protocol})", inpc, make))
+            rows.append(TrainingSet(f"generator ({protocol}{truncated})", inpc, make))
     return rows
 
 
@@ -308,7 +312,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Select
     start = time.perf_counter()
     splits = cfg.load_splits()
     if cfg.checkpoint:
-        sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device)
+        sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device, cfg.truncation)
     elif cfg.condensed:
         sets = condensed_sets(splits, cfg.condensed, soft="soft" in cfg.labels)
     else:

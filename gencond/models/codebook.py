@@ -27,7 +27,7 @@ from torch import nn
 
 from gencond.errors import GencondError
 from gencond.models.gan import SUPPORTED_SIZES, dim_generator_body, input_projection
-from gencond.models.generators import ClassConditionalGenerator, register_generator
+from gencond.models.generators import ClassConditionalGenerator, gaussian_latents, register_generator
 
 BACKBONES = ("blocks", "dim")
 
@@ -99,7 +99,8 @@ class CodebookGenerator(ClassConditionalGenerator):
         return self.body(h.view(-1, self.width, 4, 4))
 
     @torch.no_grad()
-    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
+    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator,
+                truncation: float = 0.0) -> torch.Tensor:
         codebook = self.codebook.detach().float().cpu()
         k = self.codebook_size
         if slots is None:
@@ -108,7 +109,7 @@ class CodebookGenerator(ClassConditionalGenerator):
         else:
             centres, learned = slots % k, slots < k
         spread = codebook.std(0) if k > 1 else codebook.std().expand(codebook.shape[1])
-        noise = torch.randn(count, codebook.shape[1], generator=generator) * spread * self.extra_code_spread
+        noise = gaussian_latents(count, codebook.shape[1], generator, truncation) * spread * self.extra_code_spread
         return codebook[centres] + noise * (~learned).unsqueeze(1)
 
 

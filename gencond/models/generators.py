@@ -8,6 +8,10 @@ the architecture, so sampling asks the network for it: :meth:`latents` returns t
 latents of images at given positions within their class's set (``slots``), or fresh
 ones (``slots=None``). DiM's generator draws Gaussian noise whatever the slot; a
 codebook generator returns its learned codes for the first slots.
+
+Both accept a ``truncation`` threshold psi > 0 (BigGAN's truncation trick, Brock et al.
+2019): the Gaussian part of a latent is drawn from N(0, 1) truncated to [-psi, psi], which
+trades diversity for images nearer the modes of their class.
 """
 
 from __future__ import annotations
@@ -19,6 +23,17 @@ import torch
 from torch import nn
 
 GENERATOR_ARCHITECTURES: dict[str, type[ClassConditionalGenerator]] = {}
+
+
+def gaussian_latents(count: int, dim: int, generator: torch.Generator, truncation: float = 0.0) -> torch.Tensor:
+    """(count, dim) draws of N(0, 1); with ``truncation`` psi > 0, of N(0, 1) truncated to
+    [-psi, psi], by the inverse CDF (one uniform per entry, so the draw count, and with it
+    the stream, does not depend on psi). psi = 0 keeps plain ``torch.randn``."""
+    if truncation <= 0:
+        return torch.randn(count, dim, generator=generator)
+    edge = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
+    uniform = torch.rand(count, dim, generator=generator, dtype=torch.float64)
+    return torch.special.ndtri(edge + uniform * (1 - 2 * edge)).clamp(-truncation, truncation).float()
 
 
 def register_generator(name: str):
@@ -65,10 +80,12 @@ class ClassConditionalGenerator(nn.Module):
     def config(self) -> dict:
         return dict(self._config)
 
-    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
+    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator,
+                truncation: float = 0.0) -> torch.Tensor:
         """``count`` latents (on the CPU) for images at positions ``slots`` within their
-        class's set, or fresh ones when ``slots`` is None. Default: N(0, I) noise."""
-        return torch.randn(count, self.latent_dim, generator=generator)
+        class's set, or fresh ones when ``slots`` is None. Default: N(0, I) noise,
+        truncated to [-``truncation``, ``truncation``] when that is positive."""
+        return gaussian_latents(count, self.latent_dim, generator, truncation)
 
     def forward(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

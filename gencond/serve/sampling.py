@@ -69,7 +69,8 @@ def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
     the set's config records M, the rule and the selector's description.
 
     With a ``teacher``, the set also stores the teacher's logits of every kept image as
-    ``soft_labels``, and its config the teacher's description."""
+    ``soft_labels``, and its config the teacher's description. A generator made with
+    ``generator.truncated(psi)`` draws truncated latents; the set's config records psi."""
     _check_inpc(inpc)
     check_candidates(candidates, rule, selector)
     chosen = class_list(generator, classes)
@@ -78,6 +79,8 @@ def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
     latents = seeded_latents(generator, class_slots(len(chosen), drawn), len(labels), seed)
     images = generate_in_batches(generator, labels, latents, batch_size)
     config = {"inpc": inpc, "seed": seed, "generator": generator.metadata.get("generator", {})}
+    if generator.truncation:
+        config["truncation"] = generator.truncation
     if candidates > 1:
         keep = select_candidates(images, labels, inpc, rule, selector, seed, batch_size)
         images, labels = images[keep], labels[keep]
