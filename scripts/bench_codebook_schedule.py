@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--herding-epochs", type=int, default=5, help="herding's embedding network (real rows)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score variants whose generator is already in WORK_DIR without training them again")
+    parser.add_argument("--no-real", action="store_true", help="leave out the random and herding rows")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default="results/bench_codebook_schedule.json")
     args = parser.parse_args()
@@ -58,15 +61,18 @@ def main() -> None:
                for name, overrides in variants}
     train_seconds = {}
     for name, cfg in configs.items():
+        if args.reuse and (Path(cfg.output_dir) / "generator" / "model.safetensors").is_file():
+            train_seconds[name] = None  # trained by an earlier run: its seconds are in that run's JSON and log
+            continue
         start = time.perf_counter()
         train_codebook(cfg)
         train_seconds[name] = round(time.perf_counter() - start, 1)
 
     splits = base.load_splits()  # the carved split: training images, validation images
     held_out = dataclasses.replace(splits, test=splits.validation)  # scored on the validation split only
-    herded = selection_sets(held_out, "herding", args.inpc, lambda images, ipc, seed: herding(
-        images, ipc, 0, SelectionConfig(embed_epochs=args.herding_epochs, device=args.device)))
-    rows = selection_sets(held_out, "random", args.inpc) + herded
+    rows = [] if args.no_real else selection_sets(held_out, "random", args.inpc) + selection_sets(
+        held_out, "herding", args.inpc, lambda images, ipc, seed: herding(
+            images, ipc, 0, SelectionConfig(embed_epochs=args.herding_epochs, device=args.device)))
     for name, cfg in configs.items():
         generator = load_generator(Path(cfg.output_dir) / "generator", device)
         rows += [TrainingSet(name, inpc, lambda seed, g=generator, n=inpc: IndexedData.from_condensed(sample_set(g, n, seed)))

@@ -48,7 +48,7 @@ from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models import create_network
 from gencond.serve import sample_set
 from gencond.training import RealBatchConfig
-from gencond.training.generator import STATE_DIR
+from gencond.training.generator import GENERATOR_DIR, STATE_DIR
 from gencond.training.networks import test_accuracy, train_network
 
 OFFICIAL = {"phase1_step_s": 4.54, "phase2_step_s": 4.95, "sampling_images_per_s": 177}
@@ -61,9 +61,10 @@ def parse_variants(items: list[str], cfg: DiMConfig) -> dict[str, DiMConfig]:
 
 
 def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: dict[str, DiMConfig],
-                   reuse_shared: bool) -> dict:
+                   reuse_shared: bool, reuse_branches: bool = False) -> dict:
     """Shared GAN phase, then continuations from the same state: GAN-only (``cgan``, same
-    total steps), matching (``dim``) and any matching variant."""
+    total steps), matching (``dim``) and any matching variant. With ``reuse_branches``, a
+    continuation whose generator is already in ``work`` is taken as it is."""
     timings = {}
     shared = dataclasses.replace(cfg, output_dir=str(work / "shared"), match_epochs=0)
     if not (reuse_shared and (work / "shared" / STATE_DIR).is_dir()):
@@ -78,6 +79,9 @@ def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: di
     folders = {}
     for name, run_cfg in runs.items():
         out = work / name
+        if reuse_branches and (out / GENERATOR_DIR / "model.safetensors").is_file():
+            folders[name] = out / GENERATOR_DIR
+            continue
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         shutil.copytree(work / "shared" / STATE_DIR, out / STATE_DIR)
@@ -142,7 +146,10 @@ def main() -> None:
                         help="one more DiM continuation with these config overrides (repeatable)")
     parser.add_argument("--reuse-shared", action="store_true",
                         help="continue from WORK_DIR/shared if its GAN phase is already trained")
-    parser.add_argument("--protocols", nargs="+", default=["fixed", "fresh"], choices=["fixed", "fresh"])
+    parser.add_argument("--reuse-branches", action="store_true",
+                        help="take continuations already trained in WORK_DIR as they are (implies --reuse-shared)")
+    parser.add_argument("--protocols", nargs="*", default=["fixed", "fresh"], choices=["fixed", "fresh"],
+                        help="evaluation protocols (none: class fidelity and sampling speed only)")
     parser.add_argument("--work-dir", default="runs/bench_dim")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--speed-only", action="store_true", help="only the width-196 timings")
@@ -172,24 +179,27 @@ def main() -> None:
 def quality(cfg: DiMConfig, args, work: Path, device) -> dict:
     """Train both generators, measure class fidelity and sampling speed, evaluate everything."""
     splits = load_dataset(cfg.dataset, cfg.data_root)
-    branches = train_branches(cfg, work, args.branches, parse_variants(args.variant, cfg), args.reuse_shared)
+    branches = train_branches(cfg, work, args.branches, parse_variants(args.variant, cfg),
+                              args.reuse_shared or args.reuse_branches, args.reuse_branches)
     generators = {name: load_generator(folder, device) for name, folder in branches["folders"].items()}
 
     classifier, classifier_acc = real_classifier(splits, args.classifier_epochs, device)
     fidelity = {name: class_fidelity(g, classifier, args.fidelity_inpc) for name, g in generators.items()}
     throughput = {name: sampling_speed(g) for name, g in generators.items()}
 
-    sets = selection_sets(splits, "random", args.inpc)
+    sets = selection_sets(splits, "random", args.inpc) if args.protocols else []
     for name, folder in branches["folders"].items():
         for row in generator_sets(splits, str(folder), args.inpc, args.protocols, device):
             row.name = row.name.replace("generator", BRANCH_LABELS.get(name, f"DiM [{name}]"))
             sets.append(row)
-    results = run_protocol(splits, sets, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
+    results = run_protocol(splits, sets, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device) \
+        if sets else []
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; generators of width {cfg.width}, "
           f"{cfg.gan_epochs} GAN epochs + {cfg.match_epochs} (DiM: matching; cGAN: GAN) epochs; "
           f"ConvNet-3 evaluation, {args.eval_epochs} epochs, DSA, {args.seeds} seeds\n")
-    print(format_table(results))
+    if results:
+        print(format_table(results))
     print(f"\nclass fidelity ({args.fidelity_inpc} images per class, ConvNet-3 trained on real data: "
           f"{classifier_acc:.2f}% test accuracy): " + ", ".join(f"{k} {v:.1f}%" for k, v in fidelity.items()))
     print("training wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in branches["timings"].items()))

@@ -136,9 +136,11 @@ def main() -> None:
     selector = Selector(embedding_network(splits.train, selection, 0),  # herding's seed-0 network: trained once
                         {"network": "convnet3", "epochs": args.selector_epochs, "trained_on": "the real training split"})
     seconds = {"selector": round(time.perf_counter() - start, 1)}
-    start = time.perf_counter()
-    teacher = real_data_network(splits.train, "convnet3", args.teacher_epochs, device, 0)
-    seconds["teacher"] = round(time.perf_counter() - start, 1)
+    teacher = None  # trained only for a soft-label column
+    if args.soft != "none":
+        start = time.perf_counter()
+        teacher = real_data_network(splits.train, "convnet3", args.teacher_epochs, device, 0)
+        seconds["teacher"] = round(time.perf_counter() - start, 1)
 
     herding = get_method("herding", "selection").fn
     real = [] if args.no_real else selection_sets(splits, "random", args.inpc) + selection_sets(
@@ -161,14 +163,17 @@ def main() -> None:
     hard = run_protocol(splits, real + dm + generated, ["convnet3"], args.seeds, cfg, device)
     random_real = [r for r in real if r.name == "random"]
     soft_rows = {"all": random_real + generated, "plain": random_real + plain, "none": []}[args.soft]
-    soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"], teacher=teacher)
+    soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"],
+                        teacher=teacher) if teacher is not None else []
     results = hard + soft
-    teacher_accuracy = round(test_accuracy(teacher, splits.test, device), 2)  # after the evaluation: reported only
+    # after the evaluation: reported only
+    teacher_accuracy = round(test_accuracy(teacher, splits.test, device), 2) if teacher is not None else None
+    soft_note = (f"soft labels: a ConvNet-3 teacher trained {args.teacher_epochs} epochs on the real training split, "
+                 f"T = {args.temperature} (teacher test accuracy {teacher_accuracy:.2f} %)") if teacher is not None else "no soft labels"
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; ConvNet-3, "
           f"{args.eval_epochs} epochs, DSA, {args.seeds} seeds, final test accuracy; candidates M = {args.candidates}; "
-          f"soft labels: a ConvNet-3 teacher trained {args.teacher_epochs} epochs on the real training split, "
-          f"T = {args.temperature} (teacher test accuracy {teacher_accuracy:.2f} %)\n")
+          f"{soft_note}\n")
     set_seconds = {key: round(sum(v) / len(v), 2) for key, v in sampling.items()}
     print(format_table(results, {key: {"s to make the set": f"{v:.2f}"} for key, v in set_seconds.items()}))
     report.add(dataset=splits.info.to_dict(), setup_seconds=seconds, teacher_test_accuracy=teacher_accuracy,

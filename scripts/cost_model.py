@@ -135,8 +135,8 @@ def main() -> None:
     print(f"\nprojection at {args.peak_tflops:.0f} TFLOP/s x {args.utilisation:.0%} = {rate / 1e12:.0f} TFLOP/s per GPU, "
           f"{args.train_images:,} training images (global batch = per-process batch x GPUs):\n")
     print(format_rows(["phase", "GPUs", "steps per epoch", "h per epoch", "epochs", "h"],
-                      [[str(p["phase"]), str(p["gpus"]), f"{p['steps_per_epoch']:,}", f"{p['hours_per_epoch']:.2f}",
-                        str(p["epochs"]), f"{p['hours']:.1f}"] for p in projection]))
+                      [[str(p["phase"]), str(p["gpus"]), f"{p['steps_per_epoch']:,}", f"{p['hours_per_epoch']:.3g}",
+                        str(p["epochs"]), f"{p['hours']:.3g}"] for p in projection]))
     print(f"\nsynchronised parameters {params:,} ({', '.join(f'{k} {v:,}' for k, v in states.items())}): all-reduce "
           f"{4 * params / 2**20:.1f} MiB of fp32 gradients per step; weights + gradients + Adam's two moments "
           f"{16 * params / 2**20:.1f} MiB per GPU before activations (not measured: no GPU)")

@@ -115,25 +115,36 @@ def test_cli_samples_with_a_real_data_selector_and_refuses_bad_requests(tmp_path
         assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.slow
-def test_the_serving_benchmark_scores_every_row_of_both_label_columns(tmp_path):
-    """scripts/bench_serving.py at a tiny size: every row of both label columns is in the JSON
-    (candidate selection and truncation rows with hard labels only)."""
+def serving_bench(tmp_path, *extra) -> dict:
+    """scripts/bench_serving.py on digits at a tiny size (one seed, one epoch); its JSON."""
     import json
     import os
     import subprocess
     import sys
 
-    root = SHIPPED.parents[1]
     out = tmp_path / "serving.json"
     result = subprocess.run(
-        [sys.executable, str(root / "scripts" / "bench_serving.py"), "--dataset", "digits", "--generator",
+        [sys.executable, str(SHIPPED.parents[1] / "scripts" / "bench_serving.py"), "--dataset", "digits", "--generator",
          f"DiM={SHIPPED}", "--inpc", "1", "--rules", "confidence", "--seeds", "1", "--eval-epochs", "1",
-         "--selector-epochs", "1", "--teacher-epochs", "1", "--soft", "plain", "--truncation", "0.5",
-         "--json", str(out)],
+         "--selector-epochs", "1", "--teacher-epochs", "1", "--json", str(out), *extra],
         cwd=tmp_path, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
-    found = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_the_serving_benchmark_scores_every_row_of_both_label_columns(tmp_path):
+    """Every row of both label columns is in the JSON (candidate selection and truncation rows
+    with hard labels only)."""
+    found = serving_bench(tmp_path, "--soft", "plain", "--truncation", "0.5")
     rows = {(r["training_set"], r["labels"]) for r in found["results"]}
     assert rows == {("random", "hard"), ("herding", "hard"), ("DiM fixed", "hard"), ("DiM fixed + confidence of 10x", "hard"),
                     ("DiM fixed, truncation 0.5", "hard"), ("DiM fresh", "hard"), ("random", "soft"), ("DiM fixed", "soft"), ("DiM fresh", "soft")}
+
+
+@pytest.mark.slow
+def test_the_serving_benchmark_without_soft_labels_trains_no_teacher(tmp_path):
+    found = serving_bench(tmp_path, "--soft", "none", "--no-real")
+    rows = {(r["training_set"], r["labels"]) for r in found["results"]}
+    assert rows == {("DiM fixed", "hard"), ("DiM fixed + confidence of 10x", "hard"), ("DiM fresh", "hard")}
+    assert "teacher" not in found["setup_seconds"] and found["teacher_test_accuracy"] is None

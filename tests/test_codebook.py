@@ -354,14 +354,19 @@ def test_code_init_refuses_an_unknown_method_and_bad_steps():
 
 @pytest.mark.slow
 def test_schedule_benchmark_scores_variants_on_the_validation_split_only(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_codebook_schedule.py"), "--variant", "tiny={}",
-         "--config", str(ROOT / "configs" / "codebook" / "digits.yaml"), "--variant", "tiny herded={code_init: random, code_init_steps: 2}", "--work-dir", str(tmp_path / "runs"),
-         "--inpc", "1", "--seeds", "1", "--eval-epochs", "1", "--herding-epochs", "0", "--validation-per-class", "5",
-         "--json", str(tmp_path / "out.json"), "--set", "epochs=1", "--set", "steps_per_epoch=1",
-         "--set", "codebook_size=2", "--set", "width=8", "--set", "code_dim=8", "--set", "embed_dim=8",
-         "--set", "feature_net_epochs=0", "--set", "association_size=4", "--set", "code_init=''"],
-        capture_output=True, text=True, check=False, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    common = [
+        sys.executable, str(ROOT / "scripts" / "bench_codebook_schedule.py"), "--variant", "tiny={}",
+        "--config", str(ROOT / "configs" / "codebook" / "digits.yaml"), "--work-dir", str(tmp_path / "runs"),
+        "--inpc", "1", "--seeds", "1", "--eval-epochs", "1", "--herding-epochs", "0", "--validation-per-class", "5",
+        "--json", str(tmp_path / "out.json"), "--set", "epochs=1", "--set", "steps_per_epoch=1",
+        "--set", "codebook_size=2", "--set", "width=8", "--set", "code_dim=8", "--set", "embed_dim=8",
+        "--set", "feature_net_epochs=0", "--set", "association_size=4", "--set", "code_init=''"]
+
+    def run(*extra):
+        return subprocess.run([*common, *extra], capture_output=True, text=True, check=False, cwd=tmp_path,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    result = run("--variant", "tiny herded={code_init: random, code_init_steps: 2}")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["validation_images"] == 50  # 5 per class, and the table says the test split is not read
@@ -369,3 +374,12 @@ def test_schedule_benchmark_scores_variants_on_the_validation_split_only(tmp_pat
     names = [row["training_set"] for row in report["results"]]
     assert names == ["random", "herding", "tiny", "tiny herded"]
     assert report["configs"]["tiny herded"]["code_init"] == "random" and report["configs"]["tiny"]["code_init"] == ""
+
+    # --reuse scores the trained variant again without training it; --no-real leaves out the real rows
+    weights = tmp_path / "runs" / "tiny" / "generator" / "model.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    again = run("--reuse", "--no-real")
+    assert again.returncode == 0, again.stderr[-2000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [row["training_set"] for row in report["results"]] == ["tiny"]
+    assert report["train_seconds"] == {"tiny": None} and weights.stat().st_mtime_ns == trained_at
