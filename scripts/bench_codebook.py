@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from gencond.artifacts import CondensedSet, load_generator
+from gencond.artifacts.generator import WEIGHTS
 from gencond.config import config_from_dict, load_yaml
 from gencond.evaluate.protocol import (
     condensed_sets,
@@ -56,6 +57,7 @@ from gencond.methods.dim import DiMConfig
 from gencond.methods.dm import DMConfig
 from gencond.serve import sample_set
 from gencond.training import TrainConfig, resolve_device
+from gencond.training.generator import trained_generator
 
 ABLATION = {"features only": {"intra_weight": 0.0, "inter_weight": 0.0},
             "features + intra": {"inter_weight": 0.0},
@@ -74,7 +76,7 @@ def parse_variants(items: list[str]) -> dict[str, dict]:
 def train_generator(method: str, cfg, reuse: bool) -> dict:
     """Train (or reuse) one generator; its folder, seconds, steps and artifact bytes."""
     out = Path(cfg.output_dir)
-    if not (reuse and (out / "generator" / "model.safetensors").is_file()):
+    if not (reuse and trained_generator(out)):
         start = time.perf_counter()
         get_method(method).fn(cfg)
         (out / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
@@ -82,9 +84,10 @@ def train_generator(method: str, cfg, reuse: bool) -> dict:
         raise SystemExit(f"--reuse: {out} has a generator but no bench_seconds.json (not trained by this "
                          "benchmark, so its training seconds are unknown); remove the folder or run without --reuse")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    return {"folder": out / "generator", "train_seconds": round(json.loads((out / "bench_seconds.json").read_text())["seconds"], 1),
+    folder = trained_generator(out)
+    return {"folder": folder, "train_seconds": round(json.loads((out / "bench_seconds.json").read_text())["seconds"], 1),
             "epoch_seconds": round(sum(r["seconds"] for r in log), 1), "generator_steps": sum(r["steps"] for r in log),
-            "artifact_bytes": (out / "generator" / "model.safetensors").stat().st_size}
+            "artifact_bytes": (folder / WEIGHTS).stat().st_size}
 
 
 def condense_dm(cfg: DMConfig, ipcs: list[int], work: Path, reuse: bool) -> dict[int, dict]:

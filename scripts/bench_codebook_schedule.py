@@ -28,6 +28,7 @@ from gencond.methods.codebook import CodebookConfig, train_codebook
 from gencond.methods.coresets import SelectionConfig, herding
 from gencond.serve import sample_set
 from gencond.training import IndexedData, TrainConfig, resolve_device
+from gencond.training.generator import trained_generator
 
 
 def main() -> None:
@@ -61,7 +62,7 @@ def main() -> None:
                for name, overrides in variants}
     train_seconds = {}
     for name, cfg in configs.items():
-        if args.reuse and (Path(cfg.output_dir) / "generator" / "model.safetensors").is_file():
+        if args.reuse and trained_generator(cfg.output_dir):
             train_seconds[name] = None  # trained by an earlier run: its seconds are in that run's JSON and log
             continue
         start = time.perf_counter()

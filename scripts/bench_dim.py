@@ -48,7 +48,7 @@ from gencond.methods.dim import DiMConfig, train_dim
 from gencond.models import create_network
 from gencond.serve import sample_set
 from gencond.training import RealBatchConfig
-from gencond.training.generator import GENERATOR_DIR, STATE_DIR
+from gencond.training.generator import STATE_DIR, trained_generator
 from gencond.training.networks import test_accuracy, train_network
 
 OFFICIAL = {"phase1_step_s": 4.54, "phase2_step_s": 4.95, "sampling_images_per_s": 177}
@@ -79,8 +79,8 @@ def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: di
     folders = {}
     for name, run_cfg in runs.items():
         out = work / name
-        if reuse_branches and (out / GENERATOR_DIR / "model.safetensors").is_file():
-            folders[name] = out / GENERATOR_DIR
+        if reuse_branches and (folder := trained_generator(out)):
+            folders[name] = folder
             continue
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)

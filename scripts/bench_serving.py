@@ -161,15 +161,15 @@ def main() -> None:
     timed(real + generated, sampling)
     cfg = TrainConfig(epochs=args.eval_epochs, temperature=args.temperature)
     hard = run_protocol(splits, real + dm + generated, ["convnet3"], args.seeds, cfg, device)
-    random_real = [r for r in real if r.name == "random"]
-    soft_rows = {"all": random_real + generated, "plain": random_real + plain, "none": []}[args.soft]
-    soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"],
-                        teacher=teacher) if teacher is not None else []
+    soft, teacher_accuracy, soft_note = [], None, "no soft labels"
+    if teacher is not None:
+        random_real = [r for r in real if r.name == "random"]
+        soft_rows = {"all": random_real + generated, "plain": random_real + plain}[args.soft]
+        soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"], teacher=teacher)
+        teacher_accuracy = round(test_accuracy(teacher, splits.test, device), 2)  # after the evaluation: reported only
+        soft_note = (f"soft labels: a ConvNet-3 teacher trained {args.teacher_epochs} epochs on the real training "
+                     f"split, T = {args.temperature} (teacher test accuracy {teacher_accuracy:.2f} %)")
     results = hard + soft
-    # after the evaluation: reported only
-    teacher_accuracy = round(test_accuracy(teacher, splits.test, device), 2) if teacher is not None else None
-    soft_note = (f"soft labels: a ConvNet-3 teacher trained {args.teacher_epochs} epochs on the real training split, "
-                 f"T = {args.temperature} (teacher test accuracy {teacher_accuracy:.2f} %)") if teacher is not None else "no soft labels"
 
     print(f"\n{splits.info.name}: {len(splits.train)} train / {len(splits.test)} test; ConvNet-3, "
           f"{args.eval_epochs} epochs, DSA, {args.seeds} seeds, final test accuracy; candidates M = {args.candidates}; "

@@ -51,6 +51,15 @@ from gencond.training.parallel import convert_global_batchnorm
 from gencond.training.validation import draw_fixed_set, validation_score
 
 STATE_DIR, GENERATOR_DIR, SELECTED_DIR, KEPT_DIR = "state", "generator", "selected", "epochs"
+
+
+def trained_generator(output_dir: str | Path) -> Path | None:
+    """The generator folder a finished run left in ``output_dir``, or None (benchmarks that
+    reuse earlier runs)."""
+    folder = Path(output_dir) / GENERATOR_DIR
+    return folder if (folder / WEIGHTS).is_file() else None
+
+
 PRECISIONS = ("no", "bf16")
 SELECT_BY = ("last", "validation")
 ON_NONFINITE = ("stop", "rollback")
