@@ -48,8 +48,13 @@ SOFT_ROWS = ("all", "plain", "none")
 def named_folder(item: str) -> tuple[str, str]:
     name, sep, folder = item.partition("=")
     if not (name and sep and folder):
-        raise SystemExit(f"--generator expects NAME=FOLDER, got {item!r}")
+        raise argparse.ArgumentTypeError(f"expects NAME=FOLDER, got {item!r}")
     return name, folder
+
+
+def kept_rows(rows: list[TrainingSet], only: list[str] | None) -> list[TrainingSet]:
+    """The rows named in ``only`` (all rows when it is None)."""
+    return rows if only is None else [row for row in rows if row.name in only]
 
 
 def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rules: list[str],
@@ -102,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--generator", action="append", default=[], metavar="NAME=FOLDER")
+    parser.add_argument("--generator", action="append", default=[], type=named_folder, metavar="NAME=FOLDER")
     parser.add_argument("--dm", nargs="*", default=[], help="DM condensed set files (one per IPC)")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--candidates", type=int, default=10, metavar="M")
@@ -118,6 +123,11 @@ def main() -> None:
     parser.add_argument("--no-real", action="store_true",
                         help="leave out the random and herding rows (a run of more generators beside an earlier one: "
                              "same seeds, same real rows)")
+    parser.add_argument("--only", nargs="+", metavar="ROW",
+                        help="run only these rows, named as in the table (e.g. 'DiM fresh' 'random'): finishing part "
+                             "of an earlier table, same seeds")
+    parser.add_argument("--no-hard", action="store_true",
+                        help="leave out the hard-label column (a soft-label column beside an earlier run)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--device", default="auto")
@@ -125,8 +135,9 @@ def main() -> None:
     args = parser.parse_args()
     unknown = [r for r in args.rules if r not in CANDIDATE_RULES]
     if unknown or args.candidates < 2 or not all(psi > 0 for psi in args.truncation):
-        raise SystemExit(f"--rules must be among {', '.join(CANDIDATE_RULES)}, --candidates >= 2 and every "
-                         "--truncation > 0")
+        parser.error(f"--rules must be among {', '.join(CANDIDATE_RULES)}, --candidates >= 2 and every --truncation > 0")
+    if args.no_hard and args.soft == "none":
+        parser.error("--no-hard with --soft none leaves no column to run")
 
     device = resolve_device(args.device)
     report = BenchmarkReport("serving", vars(args), device)
@@ -136,17 +147,12 @@ def main() -> None:
     selector = Selector(embedding_network(splits.train, selection, 0),  # herding's seed-0 network: trained once
                         {"network": "convnet3", "epochs": args.selector_epochs, "trained_on": "the real training split"})
     seconds = {"selector": round(time.perf_counter() - start, 1)}
-    teacher = None  # trained only for a soft-label column
-    if args.soft != "none":
-        start = time.perf_counter()
-        teacher = real_data_network(splits.train, "convnet3", args.teacher_epochs, device, 0)
-        seconds["teacher"] = round(time.perf_counter() - start, 1)
 
     herding = get_method("herding", "selection").fn
     real = [] if args.no_real else selection_sets(splits, "random", args.inpc) + selection_sets(
         splits, "herding", args.inpc, lambda images, ipc, seed: herding(images, ipc, seed, selection))
     generated, plain = [], []
-    for name, folder in map(named_folder, args.generator):
+    for name, folder in args.generator:
         generator = load_generator(folder, device)
         check_compatible(generator.info, splits.info, folder)
         rows, plain_rows = generator_rows(name, generator, args.inpc, args.candidates, args.rules, selector,
@@ -156,13 +162,22 @@ def main() -> None:
     dm = condensed_sets(splits, args.dm)
     for row in dm:
         row.name = "DM"
+    if args.only is not None:
+        missing = set(args.only) - {row.name for row in real + dm + generated}
+        if missing:
+            parser.error(f"--only names no row {', '.join(sorted(missing))!r}; rows: "
+                         f"{', '.join(dict.fromkeys(row.name for row in real + dm + generated))}")
+        real, dm, generated, plain = (kept_rows(rows, args.only) for rows in (real, dm, generated, plain))
 
     sampling: dict[tuple[str, int | None], list[float]] = {}
     timed(real + generated, sampling)
     cfg = TrainConfig(epochs=args.eval_epochs, temperature=args.temperature)
-    hard = run_protocol(splits, real + dm + generated, ["convnet3"], args.seeds, cfg, device)
+    hard = [] if args.no_hard else run_protocol(splits, real + dm + generated, ["convnet3"], args.seeds, cfg, device)
     soft, teacher_accuracy, soft_note = [], None, "no soft labels"
-    if teacher is not None:
+    if args.soft != "none":  # the teacher is trained only for a soft-label column
+        start = time.perf_counter()
+        teacher = real_data_network(splits.train, "convnet3", args.teacher_epochs, device, 0)
+        seconds["teacher"] = round(time.perf_counter() - start, 1)
         random_real = [r for r in real if r.name == "random"]
         soft_rows = {"all": random_real + generated, "plain": random_real + plain}[args.soft]
         soft = run_protocol(splits, soft_rows, ["convnet3"], args.seeds, cfg, device, labels=["soft"], teacher=teacher)

@@ -111,6 +111,35 @@ def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file,
     assert len(calls) == 1
 
 
+def test_two_worker_processes_train_the_same_cells_as_one(tmp_path, random_set_file, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # workers then get 1 thread each, as this process
+    torch.set_num_threads(1)  # one thread each way: the same arithmetic, so the same accuracies
+    found = {}
+    try:
+        for workers in (1, 2):
+            cfg = tiny_config(tmp_path / str(workers), random_set_file, full_data=False, workers=workers)
+            bench.run_bench(cfg, log=lambda _: None)
+            cells = CellCache(tmp_path / str(workers) / "bench" / "cells.jsonl").records
+            found[workers] = {k: r["accuracy"] for k, r in cells.items()}
+    finally:
+        torch.set_num_threads(threads)
+    assert len(found[2]) == 8 and found[2] == found[1]
+
+
+def test_forked_map_yields_every_index_once_and_raises_a_task_error():
+    from gencond.runtime import forked_map
+
+    assert sorted(forked_map(lambda i: i * i, 5, 2)) == [(i, i * i) for i in range(5)]
+    assert list(forked_map(str, 3, 1)) == [(0, "0"), (1, "1"), (2, "2")]
+
+    def fails(index):
+        raise GencondError(f"cell {index} failed")
+
+    with pytest.raises(GencondError, match="failed"):
+        list(forked_map(fails, 2, 2))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--sets", "dm:file"], "training set"),
     (["--sets", "DM=condensed:/nonexistent.safetensors"], "no condensed set file"),
@@ -119,6 +148,7 @@ def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file,
     (["--arch", "nosuchnet"], "nosuchnet"),
     (["--protocol", "sometimes"], "unknown protocol"),
     (["--inpc", "0"], "must be positive"),
+    (["--workers", "0"], "workers must be >= 1"),
 ])
 def test_bad_bench_input_ends_with_one_line(cli_error, tmp_path, argv, message):
     cli_error(["bench", "--output-dir", tmp_path / "b", "--full-cache", tmp_path / "f.jsonl", *argv], message)

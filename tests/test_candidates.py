@@ -148,3 +148,27 @@ def test_the_serving_benchmark_without_soft_labels_trains_no_teacher(tmp_path):
     rows = {(r["training_set"], r["labels"]) for r in found["results"]}
     assert rows == {("DiM fixed", "hard"), ("DiM fixed + confidence of 10x", "hard"), ("DiM fresh", "hard")}
     assert "teacher" not in found["setup_seconds"] and found["teacher_test_accuracy"] is None
+
+
+@pytest.mark.slow
+def test_the_serving_benchmark_runs_only_the_named_rows_of_the_soft_column(tmp_path):
+    found = serving_bench(tmp_path, "--soft", "plain", "--no-hard", "--only", "DiM fresh", "random")
+    rows = {(r["training_set"], r["labels"]) for r in found["results"]}
+    assert rows == {("random", "soft"), ("DiM fresh", "soft")}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--only", "DiM fixed", "DiM stale"], "--only names no row 'DiM stale'"),
+    (["--no-hard", "--soft", "none"], "leaves no column"),
+    (["--generator", "DiM"], "expects NAME=FOLDER"),
+])
+def test_the_serving_benchmark_refuses_bad_requests_in_one_line(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(SHIPPED.parents[1] / "scripts" / "bench_serving.py"), "--dataset", "digits",
+         "--generator", f"DiM={SHIPPED}", "--inpc", "1", "--selector-epochs", "0", "--json", str(tmp_path / "x.json"),
+         *flags], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.json").exists()

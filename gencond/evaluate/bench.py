@@ -51,6 +51,7 @@ from gencond.evaluate.protocol import (
 from gencond.evaluate.ranking import RankingConfig, rank_architectures
 from gencond.evaluate.report import BenchmarkReport
 from gencond.models import check_architecture
+from gencond.runtime import forked_map
 from gencond.serve import sample_set
 from gencond.training.networks import AUGMENTATIONS, TrainConfig, real_data_network, resolve_device
 
@@ -86,10 +87,15 @@ class BenchConfig(DataConfig):
     fidelity_net_epochs: int = field(default=10, metadata={"help": "epochs of the task extractor / class-fidelity net"})
     inception_weights: str = field(default="", metadata={"help": "local InceptionV3 weights for torch-fidelity"})
     device: str = "auto"
+    workers: int = field(default=1, metadata={
+        "help": "processes training cells side by side, CPU only (each gets threads / workers threads; on few cores "
+                "small networks train faster side by side than with more threads each)"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=300))
     ranking: RankingConfig = field(default_factory=RankingConfig)
 
     def check(self) -> None:
+        if self.workers < 1:
+            raise GencondError(f"workers must be >= 1, got {self.workers}")
         if self.full_data_epochs < 0:
             raise GencondError(f"full_data_epochs must be >= 0, got {self.full_data_epochs}")
         if self.seeds <= 0 or not self.inpc or any(n <= 0 for n in self.inpc):
@@ -253,8 +259,8 @@ def row_recipe(cfg: BenchConfig, row: BenchRow, augment: str) -> TrainConfig:
 
 def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], device: torch.device,
               log: Callable[[str], None]) -> list[RowResult]:
-    """Train every cell not yet cached (progress bar over cells, time left), then gather
-    one result per (row, architecture, augmentation) from the caches."""
+    """Train every cell not yet cached (``cfg.workers`` at a time; progress bar over cells,
+    time left), then gather one result per (row, architecture, augmentation) from the caches."""
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
 
     def key(row: BenchRow, arch: str, augment: str, seed: int) -> str:
@@ -262,13 +268,20 @@ def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], dev
 
     grid = [(row, arch, augment, seed) for row in rows for arch in cfg.arch for augment in cfg.augment for seed in seeds]
     pending = [c for c in grid if c[0].cache.get(key(*c)) is None]
-    log(f"{len(grid)} cells: {len(grid) - len(pending)} cached, {len(pending)} to train")
-    with tqdm(pending, desc="cells", unit="cell", dynamic_ncols=True) as bar:
-        for row, arch, augment, seed in bar:
-            bar.set_postfix_str(f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}")
-            accuracy, seconds = evaluate_cell(splits, row.training_set, arch, "hard", seed,
-                                              row_recipe(cfg, row, augment), device)
+    log(f"{len(grid)} cells: {len(grid) - len(pending)} cached, {len(pending)} to train"
+        + (f" by {cfg.workers} worker processes" if cfg.workers > 1 else ""))
+
+    def train(index: int) -> tuple[float, float]:
+        row, arch, augment, seed = pending[index]
+        return evaluate_cell(splits, row.training_set, arch, "hard", seed, row_recipe(cfg, row, augment), device)
+
+    with tqdm(total=len(pending), desc="cells", unit="cell", dynamic_ncols=True) as bar:
+        for index, (accuracy, seconds) in forked_map(train, len(pending), cfg.workers):
+            row, arch, augment, seed = pending[index]
             row.cache.put(key(row, arch, augment, seed), accuracy, seconds)
+            bar.set_postfix_str(f"done: {row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} "
+                                f"seed={seed}")
+            bar.update()
     results = []
     for row in rows:
         for arch in cfg.arch:
@@ -466,6 +479,8 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
     sample grid per generator to ``cfg.output_dir``; returns the report."""
     cfg.check()
     device = resolve_device(cfg.device)
+    if cfg.workers > 1 and device.type != "cpu":
+        raise GencondError(f"workers > 1 trains cells in forked CPU processes; on {device.type} use workers: 1")
     report = BenchmarkReport("bench", dataclasses.asdict(cfg), device)
     splits = cfg.load_splits()
     cfg.ranking.check(splits)
