@@ -149,9 +149,18 @@ def test_forked_map_yields_every_index_once_and_raises_a_task_error():
     (["--protocol", "sometimes"], "unknown protocol"),
     (["--inpc", "0"], "must be positive"),
     (["--workers", "0"], "workers must be >= 1"),
+    (["--inpc", "1000"], "is larger than class"),
 ])
 def test_bad_bench_input_ends_with_one_line(cli_error, tmp_path, argv, message):
     cli_error(["bench", "--output-dir", tmp_path / "b", "--full-cache", tmp_path / "f.jsonl", *argv], message)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_grid_that_names_nothing_ends_with_one_line(cli_error, tmp_path):
+    for empty in ("arch", "augment"):
+        path = tmp_path / f"no_{empty}.yaml"
+        path.write_text(f"{empty}: []\n")
+        cli_error(["bench", "--config", path, "--output-dir", tmp_path / "b"], "names no architecture or no augmentation")
     assert not (tmp_path / "b").exists()
 
 

@@ -100,6 +100,8 @@ class BenchConfig(DataConfig):
             raise GencondError(f"full_data_epochs must be >= 0, got {self.full_data_epochs}")
         if self.seeds <= 0 or not self.inpc or any(n <= 0 for n in self.inpc):
             raise GencondError(f"seeds and images per class must be positive, got {self.seeds}, {self.inpc}")
+        if not self.arch or not self.augment:
+            raise GencondError("the grid names no architecture or no augmentation: give at least one of each")
         for arch in self.arch:
             check_architecture(arch)
         for augment in self.augment:
