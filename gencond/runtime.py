@@ -1,4 +1,5 @@
-"""Process-wide settings that make CPU training faster, and forked CPU workers.
+"""Process-wide settings that make CPU training faster, forked CPU workers, and what the
+CPU can do (model and vector instruction sets, which decide how fast its kernels run).
 
 glibc's malloc hands large blocks (above a threshold that grows to at most 32 MB) back
 to the kernel the moment they are freed, and trims the heap top above 128 KB. A training
@@ -15,6 +16,7 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import os
+import platform
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -48,6 +50,44 @@ def keep_freed_memory() -> bool:
 
 
 _task: Callable[[int], Any] | None = None  # the task forked workers run (inherited, never pickled)
+
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description() -> dict:
+    """The CPU's model name, which of ``CPU_FLAGS`` it has (Linux: /proc/cpuinfo; empty
+    elsewhere) and the vector level torch's kernels were dispatched to: timings of one
+    code differ by 2x between machines that differ here."""
+    model, flags = "", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model or platform.processor() or platform.machine(),
+            "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def slow_bf16_warning(mixed_precision: str, device: torch.device) -> str | None:
+    """A line for bf16 autocast on a CPU without native bf16 (no AVX-512 BF16 or AMX):
+    oneDNN then emulates it, and a convolution ran 25-70x slower than fp32 on such a CPU
+    (README, issue 13); None where bf16 is fine or not asked for."""
+    if mixed_precision != "bf16" or device.type != "cpu":
+        return None
+    try:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a build without oneDNN: nothing to say
+        return None
+    if native:
+        return None
+    return ("warning: mixed_precision bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX) is emulated and "
+            "far slower than fp32; use mixed_precision: no on this machine")
 
 
 def _run_task(index: int) -> tuple[int, Any]:

@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=3, help="timed steps per phase at width 196 (0 = skip)")
     parser.add_argument("--speed-pools", nargs="+", default=["convnet3", "resnet10_cifar"])
     parser.add_argument("--speed-precisions", nargs="+", default=["no"],
-                        help="Accelerate fixes the precision per process: time bf16 in a run of its own")
+                        help="precisions to time (no, bf16), side by side in one run")
     parser.add_argument("--branches", nargs="*", default=["cgan", "dim"], choices=list(BRANCH_LABELS),
                         help="continuations of the shared GAN phase to train and evaluate")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value, ...}",

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from gencond.data import ClassSampler, load_dataset
+from gencond.data.base import TensorImageSet
 from gencond.data.synthetic import write_synthetic_imagenet
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, rss_mib
@@ -32,6 +33,30 @@ def images_per_s(read, batches: int) -> float:
     start = time.perf_counter()
     count = sum(read(i) for i in range(1, batches + 1))
     return count / (time.perf_counter() - start)
+
+
+def loader_throughput(train, args, rng: torch.Generator) -> dict[str, float]:
+    """Random batches read through a DataLoader with 0 (the decoding threads' largest
+    count), 2 and every core's worker processes (one decoding thread each: the processes
+    are the parallelism), and from as many images
+    of the same size held in memory as uint8 arrays (what an ``npz:`` dataset of pre-resized
+    images gives; the pixels are random, which the read does not depend on)."""
+    from torch.utils.data import DataLoader
+
+    batches = [torch.randint(len(train), (args.batch,), generator=rng) for _ in range(args.batches)]
+    found = {}
+    for workers in sorted({0, 2, os.cpu_count() or 1}):
+        train.workers = 1 if workers else max(args.threads)
+        start = time.perf_counter()  # the whole pass, starting the workers included: they prefetch
+        count = sum(len(images) for images in DataLoader(batches, batch_size=None, num_workers=workers,
+                                                         collate_fn=train.images))
+        found[f"DataLoader, {workers} worker process(es)"] = count / (time.perf_counter() - start)
+    size, n = train.info.image_size, len(train)
+    held = TensorImageSet(train.info, torch.randint(256, (n, train.info.channels, size, size), dtype=torch.uint8,
+                                                    generator=rng), train.labels)
+    found["in-memory uint8 arrays (npz:)"] = images_per_s(
+        lambda i: len(held.images(torch.randint(len(held), (args.batch,), generator=rng))), args.batches)
+    return {k: round(v, 1) for k, v in found.items()}
 
 
 def main() -> None:
@@ -85,6 +110,7 @@ def main() -> None:
 
         rows.append({"threads": threads, "random_images_per_s": round(images_per_s(random_batch, args.batches), 1),
                      "class_balanced_images_per_s": round(images_per_s(class_batch, args.batches), 1)})
+    loaders = loader_throughput(train, args, rng)
     print(format_rows(["decoding threads", "random batches (images/s)",
                        f"class-balanced batches, {classes_per_batch} x {args.per_class} (images/s)"],
                       [[str(r["threads"]), f"{r['random_images_per_s']:.0f}", f"{r['class_balanced_images_per_s']:.0f}"]
@@ -93,7 +119,8 @@ def main() -> None:
               "rss_max_mib": round(max(rss), 1)}
     print(f"resident memory over {len(rss)} random batches: first {memory['rss_first_batch_mib']} MiB, "
           f"last {memory['rss_last_batch_mib']} MiB, max {memory['rss_max_mib']} MiB; {os.cpu_count()} CPU(s)")
-    report.add(index=index, throughput=rows, memory=memory)
+    print(format_rows(["reader", "random batches (images/s)"], [[k, f"{v:,.0f}"] for k, v in loaders.items()]))
+    report.add(index=index, throughput=rows, loaders=loaders, memory=memory)
     report.write(args.json)
 
 

@@ -7,8 +7,14 @@ ImageNet stand-in for the ImageNet-1K config: the step's cost depends on the sha
 the pixels). The first step of each phase is counted with ``torch.utils.flop_counter``
 (forward and backward of everything the step runs: generator, critic with gradient
 penalty, pool network training, matching, codebook losses); the others are timed on this
-CPU. Model states are counted from the modules data parallelism synchronises (their
-gradients are what is all-reduced every step).
+CPU, beside their floor: the FLOPs at this CPU's measured fp32 matrix-product rate. Model
+states are counted from the modules data parallelism synchronises (their
+gradients are what is all-reduced every step). Reading real images is timed too (the loader
+is synchronous, so it is time the step waits), and the projection says how many images per
+second each GPU would have to be fed. ``--variants`` runs the same steps again
+with bf16 autocast and/or the compiled generator and prints their step times as ratios to
+fp32 (on a CPU these say little about a GPU: no bf16 units here, and inductor's CPU
+kernels are not its GPU kernels).
 
     python scripts/cost_model.py --method dim --config configs/dim/imagenet.yaml \\
         --set data_root=runs/synthetic_imagenet --json results/cost_model_dim_imagenet.json
@@ -17,12 +23,15 @@ gradients are what is all-reduced every step).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from gencond.data.base import LazyImageSet, TensorImageSet
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
@@ -32,6 +41,7 @@ from gencond.training.generator import run_trainer
 
 METHODS = {"dim": (DiMConfig, DiMTrainer), "codebook": (CodebookConfig, CodebookTrainer)}
 IMAGENET_TRAIN_IMAGES = 1_281_167
+VARIANTS = ("bf16", "compile", "compile+bf16")
 
 
 class FlopCounter(TorchDispatchMode):
@@ -53,22 +63,53 @@ class FlopCounter(TorchDispatchMode):
         return out
 
 
-def measure_steps(trainer_class, cfg) -> tuple[dict, object, dict]:
+@contextlib.contextmanager
+def timed_reads(reading: list[float]):
+    """Add the time spent reading real images (decoding JPEGs, or indexing in-memory
+    pixels) to ``reading[0]`` and their number to ``reading[1]``: the two leaf readers
+    every image set ends in."""
+    originals = {(LazyImageSet, "images_within"): LazyImageSet.images_within, (TensorImageSet, "images"): TensorImageSet.images}
+
+    def timed(read):
+        def wrapper(self, indices, *args):
+            start = time.perf_counter()
+            try:
+                return read(self, indices, *args)
+            finally:
+                reading[0] += time.perf_counter() - start
+                reading[1] += len(indices)
+        return wrapper
+
+    for (cls, name), read in originals.items():
+        setattr(cls, name, timed(read))
+    try:
+        yield
+    finally:
+        for (cls, name), read in originals.items():
+            setattr(cls, name, read)
+
+
+def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object, dict]:
     """Run ``cfg`` with the trainer's ``train_step`` wrapped: per phase, the FLOPs of its
-    first step and the seconds of the others; the model states of the synchronised
-    modules (parameters that learn); and the run's dataset description."""
-    original, phases, states = trainer_class.train_step, {}, {}
+    first step (with ``count``; otherwise that step is a warm-up, where compilation happens),
+    the seconds of the others and the seconds they spent reading real images (the loader
+    is synchronous: all of it is time the step waits for data); the model states of the
+    synchronised modules (parameters that learn); and the run's dataset description."""
+    original, phases, states, reading = trainer_class.train_step, {}, {}, [0.0, 0]
 
     def train_step(self, ctx, item):
-        record = phases.setdefault(getattr(ctx, "phase", 1), {"flops": None, "seconds": []})
-        if record["flops"] is None:
-            with FlopCounter() as counter:
+        record = phases.setdefault(getattr(ctx, "phase", 1),
+                                   {"flops": None, "seconds": [], "data_seconds": [], "images_read": [], "first": True})
+        if record.pop("first", False):
+            with FlopCounter() if count else contextlib.nullcontext() as counter:
                 out = original(self, ctx, item)
-            record["flops"] = counter.flops
+            record["flops"] = counter.flops if count else None
         else:
-            start = time.perf_counter()
+            reading[:], start = [0.0, 0], time.perf_counter()
             out = original(self, ctx, item)
             record["seconds"].append(time.perf_counter() - start)
+            record["data_seconds"].append(reading[0])
+            record["images_read"].append(reading[1])
         if not states:
             states["info"] = self.info
             for name in self.module_names:
@@ -78,10 +119,40 @@ def measure_steps(trainer_class, cfg) -> tuple[dict, object, dict]:
 
     trainer_class.train_step = train_step
     try:
-        run_trainer(trainer_class, cfg)
+        with timed_reads(reading):
+            run_trainer(trainer_class, cfg)
     finally:
         trainer_class.train_step = original
     return phases, states.pop("info"), states
+
+
+def variant_config(cfg, variant: str, backend: str):
+    """fp32, bf16 (autocast), compile (the generator, with ``backend``) or compile+bf16."""
+    parts = set(variant.split("+"))
+    return dataclasses.replace(cfg, mixed_precision="bf16" if "bf16" in parts else "no",
+                               compile=backend if "compile" in parts else "no")
+
+
+def matmul_rate(side: int = 2048, repeats: int = 10) -> float:
+    """This CPU's fp32 FLOP/s on a large square matrix product, at the process's threads:
+    the rate a step's FLOPs could at best run at, so FLOPs / rate is the step's floor."""
+    import torch
+
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * side**3 * repeats / (time.perf_counter() - start)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
+
+
+def mean_seconds(record: dict) -> float:
+    return mean(record["seconds"])
 
 
 def real_images_per_step(method: str, cfg, num_classes: int) -> int:
@@ -103,6 +174,10 @@ def main() -> None:
     parser.add_argument("--utilisation", type=float, default=0.35,
                         help="share of the peak a step reaches (small convnets at 64x64 rarely exceed ~35 %%)")
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=[],
+                        help="also time the steps with bf16 autocast and/or the compiled generator (each its own "
+                             "run after the fp32 one, on the same steps), as ratios to fp32")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile variants")
     parser.add_argument("--work-dir", default="runs/cost_model")
     parser.add_argument("--json", default="results/cost_model.json")
     args = parser.parse_args()
@@ -113,37 +188,63 @@ def main() -> None:
     cfg = config_with_sets(config_cls, args.config, args.set)
     epochs = {1: cfg.gan_epochs, 2: cfg.match_epochs} if args.method == "dim" else {1: cfg.epochs}
     run_cfg = dataclasses.replace(cfg, output_dir=args.work_dir, steps_per_epoch=args.steps + 1, sample_every=0,
-                                  keep_every=0, select_by="last", mixed_precision="no",
+                                  keep_every=0, select_by="last", mixed_precision="no", compile="no",
                                   **({"gan_epochs": 1, "match_epochs": 1} if args.method == "dim" else {"epochs": 1}))
     report = BenchmarkReport("cost model", vars(args), resolve_device("cpu"))
     phases, info, states = measure_steps(trainer_class, run_cfg)
     images = real_images_per_step(args.method, cfg, info.num_classes)
     rate = args.peak_tflops * 1e12 * args.utilisation
+    cpu_rate = matmul_rate()
     params = sum(states.values())
     rows, projection = [], []
     for phase, record in sorted(phases.items()):
-        cpu_s = sum(record["seconds"]) / max(1, len(record["seconds"]))
-        rows.append([str(phase), f"{record['flops'] / 1e12:.3f}", f"{cpu_s:.2f}", f"{record['flops'] / cpu_s / 1e9:.1f}"])
+        cpu_s, data_s, read = mean_seconds(record), mean(record["data_seconds"]), mean(record["images_read"])
+        rows.append([str(phase), f"{record['flops'] / 1e12:.3f}", f"{cpu_s:.2f}", f"{record['flops'] / cpu_s / 1e9:.1f}",
+                     f"{record['flops'] / cpu_rate:.2f} ({cpu_s * cpu_rate / record['flops']:.1f}x)",
+                     f"{read:.0f}", f"{data_s:.2f} ({data_s / cpu_s:.1%})", f"{read / max(data_s, 1e-9):,.0f}"])
+        gpu_step_s = record["flops"] / rate
         for gpus in args.gpus:
             steps = args.train_images // (images * gpus)
-            hours = steps * record["flops"] / rate / 3600
+            hours = steps * gpu_step_s / 3600
             projection.append({"phase": phase, "gpus": gpus, "steps_per_epoch": steps, "hours_per_epoch": hours,
-                               "epochs": epochs[phase], "hours": hours * epochs[phase]})
+                               "epochs": epochs[phase], "hours": hours * epochs[phase],
+                               "images_per_s_read_per_gpu": read / gpu_step_s})
     print(f"{args.method} ({args.config}{', ' + ', '.join(args.set) if args.set else ''}): {info.num_classes} classes, "
           f"{info.image_size}x{info.image_size}, {images} real images per step and process\n")
-    print(format_rows(["phase", "TFLOP per step (counted)", "s per step (this CPU)", "GFLOP/s (this CPU)"], rows))
+    print(f"this CPU's fp32 matrix-product rate: {cpu_rate / 1e9:.0f} GFLOP/s (2048x2048, "
+          f"{torch.get_num_threads()} thread(s)); the floor of a step is its FLOPs at that rate\n")
+    print(format_rows(["phase", "TFLOP per step (counted)", "s per step (this CPU)", "GFLOP/s (this CPU)",
+                       "floor s (step / floor)", "real images read per step", "s reading them (share of the step)", "images/s read"], rows))
     print(f"\nprojection at {args.peak_tflops:.0f} TFLOP/s x {args.utilisation:.0%} = {rate / 1e12:.0f} TFLOP/s per GPU, "
           f"{args.train_images:,} training images (global batch = per-process batch x GPUs):\n")
-    print(format_rows(["phase", "GPUs", "steps per epoch", "h per epoch", "epochs", "h"],
+    print(format_rows(["phase", "GPUs", "steps per epoch", "h per epoch", "epochs", "h",
+                       "images/s each GPU must be fed"],
                       [[str(p["phase"]), str(p["gpus"]), f"{p['steps_per_epoch']:,}", f"{p['hours_per_epoch']:.3g}",
-                        str(p["epochs"]), f"{p['hours']:.3g}"] for p in projection]))
+                        str(p["epochs"]), f"{p['hours']:.3g}", f"{p['images_per_s_read_per_gpu']:,.0f}"]
+                       for p in projection]))
+    ratios = []
+    for variant in args.variants:
+        variant_cfg = variant_config(dataclasses.replace(run_cfg, output_dir=f"{args.work_dir}/{variant}"), variant,
+                                     args.compile_backend)
+        timed, _, _ = measure_steps(trainer_class, variant_cfg, count=False)
+        for phase, record in sorted(timed.items()):
+            ratios.append({"variant": variant, "phase": phase, "cpu_seconds": record["seconds"],
+                           "ratio_to_fp32": mean_seconds(record) / mean_seconds(phases[phase])})
+    if ratios:
+        print(f"\nstep time beside fp32 (this CPU; the first step of each phase, where compilation happens, "
+              f"not timed; compile backend {args.compile_backend}):\n")
+        print(format_rows(["variant", "phase", "s per step", "x fp32"],
+                          [[r["variant"], str(r["phase"]), f"{mean(r['cpu_seconds']):.2f}",
+                            f"{r['ratio_to_fp32']:.2f}"] for r in ratios]))
     print(f"\nsynchronised parameters {params:,} ({', '.join(f'{k} {v:,}' for k, v in states.items())}): all-reduce "
           f"{4 * params / 2**20:.1f} MiB of fp32 gradients per step; weights + gradients + Adam's two moments "
           f"{16 * params / 2**20:.1f} MiB per GPU before activations (not measured: no GPU)")
     report.add(method=args.method, config=dataclasses.asdict(cfg), real_images_per_step=images,
-               phases={str(k): {"tflops_per_step": v["flops"] / 1e12, "cpu_seconds": v["seconds"]} for k, v in phases.items()},
-               synchronised_parameters=states, allreduce_bytes_per_step=4 * params,
-               model_state_bytes_per_gpu=16 * params, projection=projection)
+               phases={str(k): {"tflops_per_step": v["flops"] / 1e12, "cpu_seconds": v["seconds"],
+                                "data_seconds": v["data_seconds"], "images_read": v["images_read"]}
+                       for k, v in phases.items()},
+               cpu_matmul_flops_per_s=cpu_rate, synchronised_parameters=states, allreduce_bytes_per_step=4 * params,
+               model_state_bytes_per_gpu=16 * params, projection=projection, step_time_variants=ratios)
     report.write(args.json)
 
 

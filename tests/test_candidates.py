@@ -116,7 +116,7 @@ def test_cli_samples_with_a_real_data_selector_and_refuses_bad_requests(tmp_path
 
 
 def serving_bench(tmp_path, *extra) -> dict:
-    """scripts/bench_serving.py on digits at a tiny size (one seed, one epoch); its JSON."""
+    """scripts/bench_serving.py on digits at a tiny size (one seed, one epoch, untrained selector and teacher); its JSON."""
     import json
     import os
     import subprocess
@@ -126,7 +126,7 @@ def serving_bench(tmp_path, *extra) -> dict:
     result = subprocess.run(
         [sys.executable, str(SHIPPED.parents[1] / "scripts" / "bench_serving.py"), "--dataset", "digits", "--generator",
          f"DiM={SHIPPED}", "--inpc", "1", "--rules", "confidence", "--seeds", "1", "--eval-epochs", "1",
-         "--selector-epochs", "1", "--teacher-epochs", "1", "--json", str(out), *extra],
+         "--selector-epochs", "0", "--teacher-epochs", "0", "--json", str(out), *extra],
         cwd=tmp_path, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(out.read_text())

@@ -230,3 +230,4 @@ def test_imagenet_data_script_runs_at_a_tiny_size(tmp_path):
     report = json.loads(out.read_text())
     assert report["index"]["files"] == 6 and [r["threads"] for r in report["throughput"]] == [1, 2]
     assert all(r["random_images_per_s"] > 0 and r["class_balanced_images_per_s"] > 0 for r in report["throughput"])
+    assert "DataLoader, 2 worker process(es)" in report["loaders"] and all(v > 0 for v in report["loaders"].values())

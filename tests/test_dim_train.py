@@ -15,6 +15,7 @@ from gencond.artifacts import load_generator
 from gencond.cli import main
 from gencond.errors import GencondError
 from gencond.methods.dim import DiMConfig, train_dim
+from gencond.runtime import CPU_FLAGS, slow_bf16_warning
 from gencond.serve import GeneratorDataset, sample_set
 from gencond.training import RealBatchConfig
 
@@ -229,8 +230,8 @@ def test_cost_model_counts_both_phases_and_projects(tmp_path):
     out = tmp_path / "cost.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "cost_model.py"), "--method", "dim", "--config",
            str(ROOT / "configs" / "dim" / "digits.yaml"), "--set", "width=8", "--set", "pool_training.batches=1",
-           "--steps", "1", "--train-images", "6400", "--gpus", "1", "2", "--work-dir", str(tmp_path / "run"),
-           "--json", str(out)]
+           "--steps", "1", "--train-images", "6400", "--gpus", "1", "2", "--variants", "bf16", "--work-dir",
+           str(tmp_path / "run"), "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -240,3 +241,35 @@ def test_cost_model_counts_both_phases_and_projects(tmp_path):
     assert one["steps_per_epoch"] == 100 and two["steps_per_epoch"] == 50  # 6400 images, batch 64 per process
     assert two["hours_per_epoch"] == pytest.approx(one["hours_per_epoch"] / 2)
     assert report["allreduce_bytes_per_step"] == 4 * sum(report["synchronised_parameters"].values()) > 0
+    assert report["cpu_matmul_flops_per_s"] > 1e9  # the floor's rate: any CPU multiplies at > 1 GFLOP/s
+    assert report["phases"]["1"]["images_read"] == [64]  # the real batch of one timed step
+    assert report["phases"]["2"]["images_read"][0] > 64  # plus pool training and matching batches
+    bf16 = report["step_time_variants"]
+    assert [(r["variant"], r["phase"], len(r["cpu_seconds"])) for r in bf16] == [("bf16", 1, 1), ("bf16", 2, 1)]
+    assert all(r["ratio_to_fp32"] > 0 for r in bf16)
+    # the bf16 run says so exactly where this CPU lacks native bf16
+    assert ("warning: mixed_precision bf16" in result.stdout) == (slow_bf16_warning("bf16", torch.device("cpu")) is not None)
+    machine = report["machine"]
+    assert machine["cpu_model"] and set(machine["cpu_flags"]) <= set(CPU_FLAGS) and machine["torch_cpu_capability"]
+
+
+def test_a_compiled_generator_takes_the_eager_steps_and_saves_the_same_names(trained, tmp_path):
+    """aot_eager traces the generator into graphs without generating code: the same
+    arithmetic, so the weights match the eager run's to float tolerance."""
+    compiled = weights(train_dim(replace(TINY, output_dir=str(tmp_path), compile="aot_eager")))
+    eager = weights(trained[0])
+    assert compiled.keys() == eager.keys()
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], atol=1e-4, rtol=1e-4, msg=key)
+    with pytest.raises(GencondError, match="compile must be no or a torch.compile backend"):
+        replace(TINY, compile="nope").check()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_flagged_and_nowhere_else(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    line = slow_bf16_warning("bf16", cpu)
+    assert line.startswith("warning: mixed_precision bf16") and "\n" not in line
+    assert slow_bf16_warning("no", cpu) is None and slow_bf16_warning("bf16", cuda) is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert slow_bf16_warning("bf16", cpu) is None

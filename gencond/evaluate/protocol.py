@@ -26,6 +26,7 @@ from gencond.config import config_to_dict
 from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_subset
 from gencond.errors import GencondError
 from gencond.models import check_architecture, create_network
+from gencond.runtime import cpu_description
 from gencond.serve import FreshSamples, sample_set
 from gencond.training.networks import (
     IndexedData,
@@ -285,11 +286,13 @@ def format_rows(header: list[str], lines: list[list[str]], markdown: bool = Fals
 
 
 def machine_description(device: torch.device) -> dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    cpu = cpu_description()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu["cpu_model"]
     return {
         "device": str(device),
         "device_name": name,
         "cpu_threads": torch.get_num_threads(),
+        **cpu,
         "torch": torch.__version__,
         "gencond": __version__,
         "python": platform.python_version(),

@@ -117,7 +117,7 @@ class BenchmarkReport:
         self.data["wall_seconds"] = round(time.perf_counter() - self.start, 1)
         machine = self.data["machine"]
         print(f"\nwall time {self.data['wall_seconds']:.0f} s on {machine['device_name']} ({machine['device']}), "
-              f"{machine['cpu_threads']} thread(s)")
+              f"{machine['cpu_threads']} thread(s); CPU flags: {' '.join(machine['cpu_flags']) or 'none listed'}")
         write_json(path, self.data)
         print(f"results written to {path}")
         return self.data

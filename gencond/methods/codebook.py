@@ -369,7 +369,7 @@ class CodebookTrainer(GeneratorTrainer):
         self.gen.train()
         for _ in range(cfg.code_init_steps):
             with self.accelerator.autocast():
-                loss = F.mse_loss(self.gen(slots, labels).float(), target)
+                loss = F.mse_loss(self.generate(slots, labels).float(), target)
             optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(loss)
             optimizer.step()
@@ -419,8 +419,8 @@ class CodebookTrainer(GeneratorTrainer):
         k, a = cfg.codebook_size, cfg.association_size
         real = ctx.sampler.sample_aligned(classes.repeat_interleave(a)).to(device)
         classes = classes.to(device)
-        fake = self.info.from_generator_range(self.gen(torch.arange(k, device=device).repeat(n),
-                                                       classes.repeat_interleave(k)))
+        fake = self.info.from_generator_range(self.generate(torch.arange(k, device=device).repeat(n),
+                                                            classes.repeat_interleave(k)))
         draw = ctx.augment.draw_groups(n, self.info.image_size, device)
         groups = torch.arange(n, device=device)
         fake, real = draw(fake, groups.repeat_interleave(k)), draw(real, groups.repeat_interleave(a))

@@ -223,7 +223,7 @@ class DiMTrainer(GeneratorTrainer):
         raw_disc = self.accelerator.unwrap_model(self.disc)
         raw_disc.requires_grad_(False)  # the critic is only a loss here
         with acc.no_sync(self.disc):
-            fake = self.gen(noise, labels)
+            fake = self.generate(noise, labels)
             loss = wgan_generator_loss(self.disc, fake, labels)
             losses = {"g_gan": loss.detach()}
             if ctx.phase == 2:
@@ -245,7 +245,7 @@ class DiMTrainer(GeneratorTrainer):
         noise = self.global_draw(lambda m: torch.randn(m, self.cfg.noise_dim, generator=rng), n)
         fake_labels, noise = fake_labels.to(self.device), noise.to(self.device)
         with torch.no_grad():
-            fake = self.gen(noise, fake_labels)
+            fake = self.generate(noise, fake_labels)
         alpha = self.global_draw(lambda m: torch.rand(m, generator=rng), n).to(self.device)
         parts = wgan_discriminator_loss(self.disc, real, real_labels, fake, fake_labels, self.cfg.gp_weight, alpha)
         self.opt_d.zero_grad(set_to_none=True)

@@ -46,7 +46,7 @@ from gencond.artifacts.generator import WEIGHTS
 from gencond.artifacts.io import fsync_tree
 from gencond.data import DataConfig
 from gencond.errors import GencondError
-from gencond.runtime import keep_freed_memory
+from gencond.runtime import keep_freed_memory, slow_bf16_warning
 from gencond.training.parallel import convert_global_batchnorm
 from gencond.training.validation import draw_fixed_set, validation_score
 
@@ -74,6 +74,9 @@ class GeneratorConfig(DataConfig):
     steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch (0 = the method's full epoch)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
     mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
+    compile: str = field(default="no", metadata={"help": "no, or a torch.compile backend (inductor: generated "
+                                                         "kernels; aot_eager: the traced graph, no code "
+                                                         "generation) for the generator's forward and backward"})
     save_every_steps: int = field(default=0, metadata={"help": "also save the training state every N steps within an "
                                                                 "epoch (0 = at the end of every epoch only)"})
     keep_every: int = field(default=0, metadata={"help": "also export the generator every N epochs to "
@@ -114,6 +117,15 @@ class GeneratorConfig(DataConfig):
             raise GencondError("rollback_lr_factor must be in (0, 1) and max_rollbacks >= 0")
         if self.collective_timeout_s <= 0:
             raise GencondError("collective_timeout_s must be positive")
+        if self.compile != "no" and self.compile not in compile_backends():
+            raise GencondError(f"compile must be no or a torch.compile backend ({', '.join(compile_backends())}), "
+                               f"got {self.compile!r}")
+
+
+def compile_backends() -> list[str]:
+    import torch._dynamo
+
+    return sorted(torch._dynamo.list_backends(exclude_tags=()))
 
 
 def epoch_batches(num_items: int, batch: int, rank: int, world: int, seed: int, epoch: int, cap: int) -> list[torch.Tensor]:
@@ -206,9 +218,13 @@ class GeneratorTrainer:
 
     def __init__(self, cfg: GeneratorConfig):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import InitProcessGroupKwargs, set_seed
 
         cfg.check()
+        # Accelerate keeps one state per process and refuses a second run's other precision;
+        # the process group (its partial state) stays.
+        AcceleratorState._reset_state()
         keep_freed_memory()
         self.cfg = cfg
         # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
@@ -232,6 +248,10 @@ class GeneratorTrainer:
                            if isinstance(obj, torch.optim.Optimizer)]
         self.module_names = [name for name, obj in parts.items() if isinstance(obj, nn.Module)]
         self.raw_gen = self.accelerator.unwrap_model(self.gen)
+        # Steps call the generator through ``generate``: compiled when asked, the generator
+        # alone (the critic's gradient penalty differentiates twice, which compiled graphs
+        # do not support); the prepared module stays what is saved, so states load either way.
+        self.generate = self.gen if cfg.compile == "no" else torch.compile(self.gen, backend=cfg.compile)
         self.progress = Progress()
         self.accelerator.register_for_checkpointing(self.progress)
         self.ema = None
@@ -539,6 +559,9 @@ class GeneratorTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", asdict(self.cfg))
         self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}")
+        warning = slow_bf16_warning(self.cfg.mixed_precision, self.device)
+        if warning:
+            self.accelerator.print(warning)
         if self.progress.epoch == 0 and self.progress.step == 0:
             self.before_training()
             self.reset_ema()  # the average starts from the weights the steps start from
