@@ -33,7 +33,7 @@ from torch.utils.flop_counter import flop_registry
 
 from gencond.data.base import LazyImageSet, TensorImageSet
 from gencond.evaluate.protocol import format_rows
-from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, variant_config
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
 from gencond.methods.dim import DiMConfig, DiMTrainer
 from gencond.training import resolve_device
@@ -126,18 +126,18 @@ def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object,
     return phases, states.pop("info"), states
 
 
-def variant_config(cfg, variant: str, backend: str):
-    """fp32, bf16 (autocast), compile (the generator, with ``backend``) or compile+bf16."""
+def step_variant(cfg, variant: str, backend: str, work_dir: str):
+    """``cfg`` as bf16 (autocast), compile (the generator, with ``backend``) or
+    compile+bf16, writing to its own folder; checked (a bad backend ends with one line)."""
     parts = set(variant.split("+"))
-    return dataclasses.replace(cfg, mixed_precision="bf16" if "bf16" in parts else "no",
-                               compile=backend if "compile" in parts else "no")
+    return variant_config(type(cfg), cfg, variant, {
+        "output_dir": f"{work_dir}/{variant}", "mixed_precision": "bf16" if "bf16" in parts else "no",
+        "compile": backend if "compile" in parts else "no"})
 
 
 def matmul_rate(side: int = 2048, repeats: int = 10) -> float:
     """This CPU's fp32 FLOP/s on a large square matrix product, at the process's threads:
     the rate a step's FLOPs could at best run at, so FLOPs / rate is the step's floor."""
-    import torch
-
     a, b = torch.randn(side, side), torch.randn(side, side)
     for _ in range(2):
         a @ b
@@ -190,6 +190,7 @@ def main() -> None:
     run_cfg = dataclasses.replace(cfg, output_dir=args.work_dir, steps_per_epoch=args.steps + 1, sample_every=0,
                                   keep_every=0, select_by="last", mixed_precision="no", compile="no",
                                   **({"gan_epochs": 1, "match_epochs": 1} if args.method == "dim" else {"epochs": 1}))
+    variants = {variant: step_variant(run_cfg, variant, args.compile_backend, args.work_dir) for variant in args.variants}
     report = BenchmarkReport("cost model", vars(args), resolve_device("cpu"))
     phases, info, states = measure_steps(trainer_class, run_cfg)
     images = real_images_per_step(args.method, cfg, info.num_classes)
@@ -223,9 +224,7 @@ def main() -> None:
                         str(p["epochs"]), f"{p['hours']:.3g}", f"{p['images_per_s_read_per_gpu']:,.0f}"]
                        for p in projection]))
     ratios = []
-    for variant in args.variants:
-        variant_cfg = variant_config(dataclasses.replace(run_cfg, output_dir=f"{args.work_dir}/{variant}"), variant,
-                                     args.compile_backend)
+    for variant, variant_cfg in variants.items():
         timed, _, _ = measure_steps(trainer_class, variant_cfg, count=False)
         for phase, record in sorted(timed.items()):
             ratios.append({"variant": variant, "phase": phase, "cpu_seconds": record["seconds"],

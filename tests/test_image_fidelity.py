@@ -11,8 +11,7 @@ from gencond.errors import GencondError
 from gencond.evaluate import bench
 from gencond.evaluate.bench import BenchConfig
 from gencond.evaluate.image_fidelity import FidelityExtractor, per_class_fidelity, register_task_extractor
-from gencond.models import create_network
-from gencond.training.networks import IndexedData, TrainConfig, train_network
+from gencond.training.networks import real_data_network
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
 
@@ -21,11 +20,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
 def task_extractor(digits):
     """A ConvNet-3 of width 16 trained one epoch: 256 features instead of 2,048, so each
     FID's eigenvalues take milliseconds instead of seconds."""
-    info = digits.info
-    torch.manual_seed(0)
-    net = create_network("convnet3", info.num_classes, info.channels, info.image_size, width=16)
-    train_network(net, IndexedData.from_image_set(digits.train), TrainConfig(epochs=1), torch.device("cpu"), 0, info=info)
-    return FidelityExtractor(register_task_extractor(net.eval(), info, "digits-test"))
+    net = real_data_network(digits.train, "convnet3", 1, torch.device("cpu"), 0, width=16)
+    return FidelityExtractor(register_task_extractor(net, digits.info, "digits-test"))
 
 
 def test_identical_sets_have_zero_distance_and_full_precision_and_recall(task_extractor, digits):

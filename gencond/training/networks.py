@@ -128,13 +128,14 @@ class ReferenceNetwork:
     description: dict = field(default_factory=dict)
 
 
-def real_data_network(images: ImageSet, arch: str, epochs: int, device: torch.device, seed: int) -> nn.Module:
-    """``arch`` initialised from ``seed`` and trained ``epochs`` (evaluation defaults) on
-    the real ``images``; in eval mode on ``device``."""
+def real_data_network(images: ImageSet, arch: str, epochs: int, device: torch.device, seed: int,
+                      **network_kwargs) -> nn.Module:
+    """``arch`` (with ``network_kwargs``, e.g. ``width``) initialised from ``seed`` and
+    trained ``epochs`` (evaluation defaults) on the real ``images``; in eval mode on ``device``."""
     info = images.info
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = create_network(arch, info.num_classes, info.channels, info.image_size)
+        net = create_network(arch, info.num_classes, info.channels, info.image_size, **network_kwargs)
     if epochs:
         train_network(net, IndexedData.from_image_set(images), TrainConfig(epochs=epochs), device, seed, info=info)
     return net.to(device).eval()
