@@ -76,7 +76,7 @@ def cpu_description() -> dict:
 
 def slow_bf16_warning(mixed_precision: str, device: torch.device) -> str | None:
     """A line for bf16 autocast on a CPU without native bf16 (no AVX-512 BF16 or AMX):
-    oneDNN then emulates it, and a convolution ran 25-70x slower than fp32 on such a CPU
+    oneDNN then emulates it, and a DiM step ran 27-31x slower than fp32 on such a CPU
     (README, issue 13); None where bf16 is fine or not asked for."""
     if mixed_precision != "bf16" or device.type != "cpu":
         return None
