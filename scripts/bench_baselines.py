@@ -13,7 +13,6 @@ JSON is given.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -21,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gencond.config import config_from_dict, load_yaml
+from gencond.cli import guarded
+from gencond.config import OneLineParser, config_from_dict, load_yaml
 from gencond.data import load_dataset
+from gencond.errors import GencondError
 from gencond.evaluate import (
     IndexedData,
     TrainConfig,
@@ -48,7 +49,7 @@ def parse_iterations(items: list[str]) -> dict[tuple[str, int], int]:
             method, ipc = key.split(":")
             out[(method, int(ipc))] = int(n)
         except ValueError:
-            raise SystemExit(f"--iterations expects METHOD:IPC=N, got {item!r}") from None
+            raise GencondError(f"--iterations expects METHOD:IPC=N, got {item!r}") from None
     return out
 
 
@@ -130,7 +131,7 @@ def table(results, timings: dict, dim: list[dict], paper: bool) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--config-dir", default="configs")
@@ -170,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_baselines.py"))

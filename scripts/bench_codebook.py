@@ -27,7 +27,6 @@ by default).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -37,7 +36,9 @@ import torch
 
 from gencond.artifacts import CondensedSet, load_generator
 from gencond.artifacts.generator import WEIGHTS
-from gencond.config import config_from_dict, load_yaml
+from gencond.cli import guarded
+from gencond.config import OneLineParser, config_from_dict, load_yaml
+from gencond.errors import GencondError
 from gencond.evaluate.protocol import (
     condensed_sets,
     generator_sets,
@@ -81,8 +82,8 @@ def train_generator(method: str, cfg, reuse: bool) -> dict:
         get_method(method).fn(cfg)
         (out / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     if not (out / "bench_seconds.json").is_file():
-        raise SystemExit(f"--reuse: {out} has a generator but no bench_seconds.json (not trained by this "
-                         "benchmark, so its training seconds are unknown); remove the folder or run without --reuse")
+        raise GencondError(f"--reuse: {out} has a generator but no bench_seconds.json (not trained by this "
+                           "benchmark, so its training seconds are unknown); remove the folder or run without --reuse")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     folder = trained_generator(out)
     return {"folder": folder, "train_seconds": round(json.loads((out / "bench_seconds.json").read_text())["seconds"], 1),
@@ -159,7 +160,7 @@ def cost_columns(run: dict) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/codebook/mnist_subset.yaml")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value, ...}",
                         help="codebooks to train, as overrides of --config (default: the nested, K=1, K=10 and ablation set)")
@@ -231,4 +232,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_codebook.py"))

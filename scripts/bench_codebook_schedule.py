@@ -14,7 +14,6 @@ training split and measured on the test split by ``gencond bench``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -22,6 +21,9 @@ from pathlib import Path
 import torch
 
 from gencond.artifacts import load_generator
+from gencond.cli import guarded
+from gencond.config import OneLineParser
+from gencond.errors import GencondError
 from gencond.evaluate.protocol import TrainingSet, format_table, run_protocol, selection_sets
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_in_folder
 from gencond.methods.codebook import CodebookConfig, train_codebook
@@ -32,7 +34,7 @@ from gencond.training.generator import trained_generator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/codebook/digits.yaml")
     add_set_argument(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value}",
@@ -50,8 +52,8 @@ def main() -> None:
     parser.add_argument("--json", default="results/bench_codebook_schedule.json")
     args = parser.parse_args()
     if not args.variant or min(args.validation_per_class, args.seeds, args.eval_epochs, *args.inpc) <= 0:
-        raise SystemExit("give at least one --variant; --validation-per-class, --seeds, --eval-epochs and --inpc "
-                         "must be positive")
+        raise GencondError("give at least one --variant; --validation-per-class, --seeds, --eval-epochs and --inpc "
+                           "must be positive")
 
     device = resolve_device(args.device)
     report = BenchmarkReport("codebook_schedule", vars(args), device)
@@ -91,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_codebook_schedule.py"))

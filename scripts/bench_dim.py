@@ -20,7 +20,6 @@ One run, on one dataset (the MNIST subset by default), CPU-practical width:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -30,6 +29,8 @@ from pathlib import Path
 import torch
 
 from gencond.artifacts import load_generator
+from gencond.cli import guarded
+from gencond.config import OneLineParser
 from gencond.data import load_dataset
 from gencond.evaluate import (
     IndexedData,
@@ -128,7 +129,7 @@ def step_times(cfg: DiMConfig, work: Path, pools: list[str], steps: int, precisi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/dim/mnist_subset.yaml")
     add_set_argument(parser, "override a field of the config (a YAML value) for every branch")
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
@@ -214,4 +215,4 @@ def quality(cfg: DiMConfig, args, work: Path, device) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_dim.py"))

@@ -14,9 +14,10 @@ the subset of seed 0 and varies only the network seed.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
+from gencond.cli import guarded
+from gencond.config import OneLineParser
 from gencond.data import load_dataset
 from gencond.evaluate import IndexedData, TrainConfig, TrainingSet, format_table, resolve_device, run_protocol
 from gencond.evaluate.protocol import selection_sets
@@ -25,7 +26,7 @@ from gencond.methods import get_method
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--arch", default="convnet3")
@@ -62,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_foundation.py"))

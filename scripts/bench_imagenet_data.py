@@ -12,7 +12,6 @@ and resident memory over many batches read (it must stay flat: nothing is kept).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -20,9 +19,12 @@ from pathlib import Path
 
 import torch
 
+from gencond.cli import guarded
+from gencond.config import OneLineParser
 from gencond.data import ClassSampler, load_dataset
 from gencond.data.base import TensorImageSet
 from gencond.data.synthetic import write_synthetic_imagenet
+from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, rss_mib
 from gencond.training import resolve_device
@@ -60,7 +62,7 @@ def loader_throughput(train, args, rng: torch.Generator) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/synthetic_imagenet")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--train-per-class", type=int, default=4)
@@ -73,7 +75,7 @@ def main() -> None:
     parser.add_argument("--json", default="results/bench_imagenet_data.json")
     args = parser.parse_args()
     if min(args.classes, args.train_per_class, args.batch, args.batches, args.per_class, *args.threads) <= 0:
-        raise SystemExit("--classes, --train-per-class, --batch, --batches, --per-class and --threads must be positive")
+        raise GencondError("--classes, --train-per-class, --batch, --batches, --per-class and --threads must be positive")
 
     report = BenchmarkReport("imagenet data path", vars(args), resolve_device("cpu"))
     root = Path(args.root)
@@ -125,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_imagenet_data.py"))

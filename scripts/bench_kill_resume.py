@@ -17,7 +17,6 @@ resumed within an epoch.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -29,6 +28,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from gencond.cli import guarded
+from gencond.config import OneLineParser
 from gencond.evaluate.report import BenchmarkReport, format_rows
 
 # A few steps per epoch and a few epochs on digits: long enough to kill inside, short enough for 10 trials.
@@ -102,7 +103,7 @@ def trials(method: str, count: int, work: Path, rng: random.Random, every: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(TINY), choices=list(TINY))
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -128,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_kill_resume.py"))

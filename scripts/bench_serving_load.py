@@ -13,7 +13,6 @@ thread).
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -21,6 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from gencond.artifacts import load_generator
+from gencond.cli import guarded
+from gencond.config import OneLineParser
+from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, rss_mib
 from gencond.serve import GeneratorDataset
@@ -42,7 +44,7 @@ def read_epoch(dataset: GeneratorDataset, order: list[int], workers: int, batch_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="checkpoints/dim_digits")
     parser.add_argument("--images", type=int, default=100_000, help="images per epoch (a multiple of the classes)")
     parser.add_argument("--workers", type=int, default=4)
@@ -52,7 +54,7 @@ def main() -> None:
     parser.add_argument("--json", default="results/bench_serving_load.json")
     args = parser.parse_args()
     if min(args.images, args.workers, args.batch_size, args.samples) <= 0:
-        raise SystemExit("--images, --workers, --batch-size and --samples must be positive")
+        raise GencondError("--images, --workers, --batch-size and --samples must be positive")
 
     generator = load_generator(args.checkpoint)
     classes = generator.info.num_classes
@@ -81,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_serving_load.py"))

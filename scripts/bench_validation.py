@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -32,6 +31,9 @@ import torch
 from scipy.stats import spearmanr
 
 from gencond.artifacts import load_generator
+from gencond.cli import guarded
+from gencond.config import OneLineParser
+from gencond.errors import GencondError
 from gencond.evaluate.fidelity import class_fidelity
 from gencond.evaluate.image_fidelity import FidelityExtractor, register_task_extractor
 from gencond.evaluate.protocol import TrainingSet, format_rows, run_protocol
@@ -76,7 +78,7 @@ def held_out_scores(generator, splits, net, extractor: FidelityExtractor, args, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(CONFIGS), default="codebook")
     parser.add_argument("--config", default="configs/codebook/digits.yaml")
     add_set_argument(parser)
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--json", default="results/bench_validation.json")
     args = parser.parse_args()
     if min(args.validation_per_class, args.keep_every, args.inpc, args.seeds) <= 0:
-        raise SystemExit("--validation-per-class, --keep-every, --inpc and --seeds must be positive")
+        raise GencondError("--validation-per-class, --keep-every, --inpc and --seeds must be positive")
 
     device = resolve_device(args.device)
     report = BenchmarkReport("validation", vars(args), device)
@@ -145,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "bench_validation.py"))

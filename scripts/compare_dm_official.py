@@ -18,7 +18,6 @@ recipe and prints both accuracies and both speeds side by side.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 import time
@@ -29,8 +28,10 @@ import numpy as np
 import torch
 
 from gencond.artifacts import CondensedSet
-from gencond.config import config_from_dict, load_yaml
+from gencond.cli import guarded
+from gencond.config import OneLineParser, config_from_dict, load_yaml
 from gencond.data import load_dataset
+from gencond.errors import GencondError
 from gencond.evaluate import (
     IndexedData,
     TrainConfig,
@@ -59,7 +60,7 @@ def official_seconds_per_iteration(log: Path) -> list[float]:
         runs[-1].append((stamp, iteration))
     rates = [(r[-1][0] - r[0][0]).total_seconds() / (r[-1][1] - r[0][1]) for r in runs if len(r) > 1]
     if not rates:
-        raise SystemExit(f"{log}: no 'iter = N' lines with time stamps; is it an official main_DM.py log?")
+        raise GencondError(f"{log}: no 'iter = N' lines with time stamps; is it an official main_DM.py log?")
     return rates
 
 
@@ -69,7 +70,7 @@ def official_sets(path: Path, info) -> list[CondensedSet]:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         pairs = saved["data"]
     except (OSError, RuntimeError, KeyError, TypeError) as err:
-        raise SystemExit(f"{path}: not an official DM result file ({err})") from None
+        raise GencondError(f"{path}: not an official DM result file ({err})") from None
     sets = [CondensedSet(images.float(), labels.long(), info, method="dm (official code)") for images, labels in pairs]
     for s in sets:
         s.validate(str(path))
@@ -97,7 +98,7 @@ def training_set(name: str, sets: list[CondensedSet], evals_per_set: int) -> Tra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official-result", required=True, help="res_DM_*.pt written by the official main_DM.py")
     parser.add_argument("--official-log", required=True, help="the official run's standard output")
     parser.add_argument("--config", default="configs/dm/mnist_subset.yaml", help="gencond DM config (same iterations)")
@@ -109,7 +110,7 @@ def main() -> None:
 
     for path in (args.official_result, args.official_log, args.config):
         if not Path(path).is_file():
-            raise SystemExit(f"{path}: no such file")
+            raise GencondError(f"{path}: no such file")
     device = resolve_device(args.device)
     report = BenchmarkReport("dm beside the official code", vars(args), device)
     cfg = config_from_dict(get_method("dm").config, load_yaml(args.config), args.config)
@@ -134,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "compare_dm_official.py"))

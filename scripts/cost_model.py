@@ -22,7 +22,6 @@ kernels are not its GPU kernels).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import time
@@ -31,7 +30,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from gencond.cli import guarded
+from gencond.config import OneLineParser
 from gencond.data.base import LazyImageSet, TensorImageSet
+from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, variant_config
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
@@ -162,7 +164,7 @@ def real_images_per_step(method: str, cfg, num_classes: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(METHODS), default="dim")
     parser.add_argument("--config", default="configs/dim/imagenet.yaml")
     add_set_argument(parser)
@@ -182,7 +184,7 @@ def main() -> None:
     parser.add_argument("--json", default="results/cost_model.json")
     args = parser.parse_args()
     if min(args.steps, args.train_images, *args.gpus) <= 0 or not 0 < args.utilisation <= 1 or args.peak_tflops <= 0:
-        raise SystemExit("--steps, --train-images, --gpus and --peak-tflops must be positive, --utilisation in (0, 1]")
+        raise GencondError("--steps, --train-images, --gpus and --peak-tflops must be positive, --utilisation in (0, 1]")
 
     config_cls, trainer_class = METHODS[args.method]
     cfg = config_with_sets(config_cls, args.config, args.set)
@@ -248,4 +250,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "cost_model.py"))

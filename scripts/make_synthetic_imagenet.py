@@ -7,16 +7,15 @@ and measurements; gencond reads it as ``--dataset imagenet --data-root ROOT``.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
+from gencond.cli import guarded
+from gencond.config import OneLineParser
 from gencond.data.synthetic import write_synthetic_imagenet
-from gencond.errors import GencondError
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="folder to write train/ and val/ into")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--train-per-class", type=int, default=3)
@@ -26,16 +25,12 @@ def main() -> None:
     parser.add_argument("--unreadable", type=int, default=0, help="training files written as broken JPEGs")
     args = parser.parse_args()
     start = time.perf_counter()
-    try:
-        written = write_synthetic_imagenet(args.root, args.classes, args.train_per_class, args.val_per_class,
-                                           args.size, args.seed, args.unreadable)
-    except GencondError as err:
-        print(f"make_synthetic_imagenet: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    written = write_synthetic_imagenet(args.root, args.classes, args.train_per_class, args.val_per_class,
+                                       args.size, args.seed, args.unreadable)
     print(f"wrote {written['train_images']} training and {written['val_images']} validation JPEGs of "
           f"{args.size}x{args.size} in {written['classes']} classes under {args.root} "
           f"({written['unreadable']} unreadable) in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(guarded(main, "make_synthetic_imagenet.py"))

@@ -2,6 +2,7 @@
 resuming from the cell cache (a cut line included), and one-line errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,6 +178,28 @@ def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
     for bad, message in ((["gan_epochs"], "KEY=VALUE"), (["gan_epochs=[1"], "KEY=VALUE"), (["gan_epochs="], "KEY=VALUE"),
                          (["no_such_field=1"], "no_such_field"), (["gan_epochs=-1"], "must be non-negative"),
                          (["width.x=1"], "width is not a nested config")):
-        with pytest.raises(SystemExit) as err:
+        with pytest.raises(GencondError) as err:
             config_with_sets(DiMConfig, str(path), bad)
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("bench_dim.py", ["--set", "gan_epochs=-1"], "must be non-negative"),
+    ("bench_dim.py", ["--variant", "no braces"], "--variant expects NAME="),
+    ("bench_codebook_schedule.py", ["--variant", "x={epochs: -1}"], "--variant x"),
+    ("cost_model.py", ["--steps", "0"], "must be positive"),
+    ("make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
+    ("bench_foundation.py", ["--no-such-flag"], "unrecognized arguments"),
+])
+def test_benchmark_scripts_end_bad_arguments_with_one_line_and_status_2(tmp_path, script, flags, message, monkeypatch,
+                                                                        capsys):
+    import runpy
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
+    flags = [str(tmp_path / "root") if flag == "ROOT" else flag for flag in flags]
+    monkeypatch.setattr(sys, "argv", [str(path), *flags])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(path), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err

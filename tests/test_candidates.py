@@ -148,12 +148,14 @@ def test_the_serving_benchmark_without_soft_labels_trains_no_teacher(tmp_path):
     rows = {(r["training_set"], r["labels"]) for r in found["results"]}
     assert rows == {("DiM fixed", "hard"), ("DiM fixed + confidence of 10x", "hard"), ("DiM fresh", "hard")}
     assert "teacher" not in found["setup_seconds"] and found["teacher_test_accuracy"] is None
+    assert "selector" in found["setup_seconds"]  # a candidate row ran
 
 
 @pytest.mark.slow
 def test_the_serving_benchmark_runs_only_the_named_rows_of_the_soft_column(tmp_path):
     found = serving_bench(tmp_path, "--soft", "plain", "--no-hard", "--no-real", "--only", "DiM fresh")
     assert [(r["training_set"], r["labels"]) for r in found["results"]] == [("DiM fresh", "soft")]
+    assert "selector" not in found["setup_seconds"]  # no candidate row kept: no selection network trained
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -19,9 +19,15 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
 @pytest.fixture(scope="module")
 def task_extractor(digits):
     """A ConvNet-3 of width 16 trained one epoch: 256 features instead of 2,048, so each
-    FID's eigenvalues take milliseconds instead of seconds."""
+    FID's eigenvalues take milliseconds instead of seconds. Described like an ``npz:PATH``
+    dataset (path separators, which torch-fidelity refuses in a name)."""
     net = real_data_network(digits.train, "convnet3", 1, torch.device("cpu"), 0, width=16)
-    return FidelityExtractor(register_task_extractor(net, digits.info, "digits-test"))
+    return FidelityExtractor(register_task_extractor(net, digits.info, "npz:../data/digits test-convnet3"))
+
+
+def test_an_extractor_named_after_a_dataset_path_registers_under_a_plain_name(task_extractor):
+    assert task_extractor.name.startswith("gencond-npz_.._data_digits_test-convnet3-")
+    assert "/" not in task_extractor.name and "\\" not in task_extractor.name
 
 
 def test_identical_sets_have_zero_distance_and_full_precision_and_recall(task_extractor, digits):

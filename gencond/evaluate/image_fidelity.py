@@ -18,6 +18,7 @@ stored and printed beside each.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,10 @@ class TaskFeatures(FeatureExtractorBase):
 
 
 def register_task_extractor(net: nn.Module, info: DatasetInfo, description: str) -> str:
-    """Register ``net`` (eval mode) with torch-fidelity; returns the extractor's name."""
-    name = f"gencond-{description}-{next(_registered)}".replace(" ", "_")
+    """Register ``net`` (eval mode) with torch-fidelity; returns the extractor's name, made of
+    letters, digits, ``-``, ``_`` and ``.`` (torch-fidelity refuses path separators, which an
+    ``npz:PATH`` dataset name holds)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"gencond-{description}-{next(_registered)}")
     TaskFeatures.networks[name] = (net.eval(), info)
     torch_fidelity.register_feature_extractor(name, TaskFeatures)
     return name

@@ -1,5 +1,8 @@
 """The reporting helper of the benchmark scripts: one JSON layout (benchmark name,
-arguments, machine, results, wall time), the machine description and the results table."""
+arguments, machine, results, wall time), the machine description and the results table.
+
+Bad arguments raise a one-line :class:`~gencond.errors.GencondError`; each script runs its
+``main`` through :func:`gencond.cli.guarded`, which ends it with that line and exit status 2."""
 
 from __future__ import annotations
 
@@ -24,19 +27,19 @@ T = TypeVar("T")
 
 def parse_variant(item: str) -> tuple[str, dict]:
     """A ``--variant NAME={key: value, ...}`` argument -> (name, overrides); a malformed
-    one ends the script with one line."""
+    one raises a one-line error."""
     name, sep, text = item.partition("=")
     try:
         overrides = yaml.safe_load(text) if sep else None
     except yaml.YAMLError:
         overrides = None
     if not name or not isinstance(overrides, dict):
-        raise SystemExit(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
+        raise GencondError(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
     return name, overrides
 
 
 def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
-    """``base`` with ``overrides``, checked; a bad variant ends the script with one line."""
+    """``base`` with ``overrides``, checked; a bad variant raises a one-line error."""
     return checked_config(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
 
 
@@ -48,12 +51,13 @@ def variant_in_folder(cls: type[T], base: T, name: str, overrides: dict, work: s
 
 
 def checked_config(cls: type[T], data: dict, where: str) -> T:
-    """``cls`` built from ``data`` and checked; a bad value ends the script with one line."""
+    """``cls`` built from ``data`` and checked; a bad value raises a one-line error."""
     try:
         cfg = config_from_dict(cls, data, where)
         cfg.check()
     except (GencondError, TypeError, ValueError) as err:
-        raise SystemExit(str(err).splitlines()[0]) from None
+        first = str(err).splitlines()[0]
+        raise GencondError(first if where in first else f"{where}: {first}") from None
     return cfg
 
 
@@ -65,11 +69,8 @@ def add_set_argument(parser, help: str = "override a field of the config (a YAML
 def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
     """The config file at ``path`` with ``--set KEY=VALUE`` overrides (YAML values; a
     dotted KEY such as ``pool_training.batches`` sets one field of a nested config and
-    keeps the file's others), checked; a malformed or bad one ends the script with one line."""
-    try:
-        data = load_yaml(path)
-    except GencondError as err:
-        raise SystemExit(str(err)) from None
+    keeps the file's others), checked; a malformed or bad one raises a one-line error."""
+    data = load_yaml(path)
     for item in items:
         key, sep, text = item.partition("=")
         try:
@@ -77,13 +78,13 @@ def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
         except yaml.YAMLError:
             sep = ""
         if not key or not sep or value is None:
-            raise SystemExit(f"--set expects KEY=VALUE with a YAML value, got {item!r}")
+            raise GencondError(f"--set expects KEY=VALUE with a YAML value, got {item!r}")
         *parents, leaf = key.split(".")
         target = data
         for parent in parents:
             target = target.setdefault(parent, {})
             if not isinstance(target, dict):
-                raise SystemExit(f"--set {item!r}: {parent} is not a nested config")
+                raise GencondError(f"--set {item!r}: {parent} is not a nested config")
         target[leaf] = value
     return checked_config(cls, data, f"{path} with --set")
 
