@@ -56,12 +56,20 @@ def test_ranking_runs_on_the_validation_split_and_resumes_from_the_cache(tmp_pat
     cfg = BenchConfig(sets=["random"], inpc=[2], arch=["convnet3"], augment=["none"], seeds=1, validation_per_class=5,
                       output_dir=str(tmp_path / "b"), full_cache=str(tmp_path / "full.jsonl"), device="cpu",
                       ranking=RankingConfig(networks=3, net_epochs=1))
-    cfg.train.epochs = 1
-    read = []
+    cfg.train.epochs = 2
+    read, epochs = [], []
     original = ranking.train_and_test
-    monkeypatch.setattr(ranking, "train_and_test", lambda *a, **k: read.append(len(a[2])) or original(*a, **k))
+
+    def spy(*a, **k):
+        read.append(len(a[2]))
+        epochs.append((a[1].size, a[3].epochs))
+        return original(*a, **k)
+
+    monkeypatch.setattr(ranking, "train_and_test", spy)
     report = bench.run_bench(cfg, log=lambda _: None)["ranking"]
     assert report["scored_on"] == "validation split" and set(read) == {50}  # 5 per class, never the test split
+    # the ground truth trains net_epochs on the whole split; the 20-image set the bench's own epochs (set_epochs 0)
+    assert set(epochs) == {(len(cfg.load_splits().train), 1), (20, 2)}
     assert len(report["genotypes"]) == 3 and len(report["full_data"]) == 3
     found = report["sets"][0]
     assert found["training_set"] == "random" and -1.0 <= found["spearman"] <= 1.0
