@@ -61,6 +61,11 @@ def kept_rows(rows: list[TrainingSet], only: list[str] | None) -> list[TrainingS
     return rows if only is None else [row for row in rows if row.name in only]
 
 
+def candidate_row_name(generator: str, rule: str, candidates: int) -> str:
+    """The table name of a generator's fixed set kept by candidate selection."""
+    return f"{generator} fixed + {rule} of {candidates}x"
+
+
 def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rules: list[str],
                    selector: Callable[[], Selector], truncations: list[float]
                    ) -> tuple[list[TrainingSet], list[TrainingSet]]:
@@ -73,7 +78,7 @@ def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rule
                                  lambda seed, n=n: IndexedData.from_condensed(sample_set(generator, n, seed))))
         rows.append(plain[-1])
         for rule in rules:
-            rows.append(TrainingSet(f"{name} fixed + {rule} of {candidates}x", n,
+            rows.append(TrainingSet(candidate_row_name(name, rule, candidates), n,
                                     lambda seed, n=n, r=rule: IndexedData.from_condensed(
                                         sample_set(generator, n, seed, candidates=candidates, rule=r,
                                                    selector=selector()))))
@@ -181,7 +186,9 @@ def main() -> None:
                          f"{', '.join(dict.fromkeys(row.name for row in real + dm + generated))}")
         real, dm, generated, plain = (kept_rows(rows, args.only) for rows in (real, dm, generated, plain))
 
-    if any(row.name.endswith(f" of {args.candidates}x") for row in generated):
+    candidate_names = {candidate_row_name(name, rule, args.candidates)
+                       for name, _ in args.generator for rule in args.rules}
+    if any(row.name in candidate_names for row in generated):
         selector()  # trained here, outside the timing of the rows that use it
     sampling: dict[tuple[str, int | None], list[float]] = {}
     timed(real + generated, sampling)
