@@ -45,6 +45,7 @@ assert close(half.grad, full.grad[rank::2]), "input gradient"
 assert close(grads, torch.cat([ref.weight.grad, ref.bias.grad])), "parameter gradients"
 assert close(bn.running_mean, ref.running_mean) and close(bn.running_var, ref.running_var), "running statistics"
 Path(sys.argv[1], f"rank{rank}.ok").touch()
+dist.destroy_process_group()  # else gloo's threads may still run at exit: "terminate called", SIGABRT
 """
 
 
@@ -56,7 +57,8 @@ def test_two_processes_normalise_their_halves_as_one_batch_norm_over_the_whole_b
            str(tmp_path)]  # --standalone: a free port
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-2000:]
+    child_lines = [line for line in result.stderr.splitlines() if "Warning" not in line and "all_reduce(" not in line]
+    assert result.returncode == 0, "\n".join(child_lines[:20])  # the child's own error precedes torchrun's
     assert sorted(path.name for path in tmp_path.glob("*.ok")) == ["rank0.ok", "rank1.ok"]
 
 

@@ -14,12 +14,33 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
 
 
 def world_size() -> int:
     """Processes in the initialised ``torch.distributed`` group; 1 without one."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over processes: the gradient of a sum over processes is the sum
+    of every process's gradient (``torch.distributed.nn.functional.all_reduce``, which is
+    deprecated)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(x)
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
