@@ -27,13 +27,12 @@ import dataclasses
 import time
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from gencond.cli import guarded
 from gencond.config import OneLineParser
 from gencond.data.base import LazyImageSet, TensorImageSet
 from gencond.errors import GencondError
+from gencond.evaluate.cost import FlopCounter, matmul_rate
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, variant_config
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
@@ -44,25 +43,6 @@ from gencond.training.generator import run_trainer
 METHODS = {"dim": (DiMConfig, DiMTrainer), "codebook": (CodebookConfig, CodebookTrainer)}
 IMAGENET_TRAIN_IMAGES = 1_281_167
 VARIANTS = ("bf16", "compile", "compile+bf16")
-
-
-class FlopCounter(TorchDispatchMode):
-    """Total FLOPs of the operators run inside it, by torch's own formulas
-    (``torch.utils.flop_counter``). ``FlopCounterMode`` itself tracks modules with
-    backward hooks, which the critic's gradient penalty (``autograd.grad`` with
-    ``create_graph``) does not support; counting at the dispatcher needs no hooks."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
 
 
 @contextlib.contextmanager
@@ -135,18 +115,6 @@ def step_variant(cfg, variant: str, backend: str, work_dir: str):
     return variant_config(type(cfg), cfg, variant, {
         "output_dir": f"{work_dir}/{variant}", "mixed_precision": "bf16" if "bf16" in parts else "no",
         "compile": backend if "compile" in parts else "no"})
-
-
-def matmul_rate(side: int = 2048, repeats: int = 10) -> float:
-    """This CPU's fp32 FLOP/s on a large square matrix product, at the process's threads:
-    the rate a step's FLOPs could at best run at, so FLOPs / rate is the step's floor."""
-    a, b = torch.randn(side, side), torch.randn(side, side)
-    for _ in range(2):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * side**3 * repeats / (time.perf_counter() - start)
 
 
 def mean(values: list[float]) -> float:

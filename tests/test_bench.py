@@ -190,6 +190,7 @@ def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
     ("cost_model.py", ["--steps", "0"], "must be positive"),
     ("make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
     ("bench_foundation.py", ["--no-such-flag"], "unrecognized arguments"),
+    ("speed_vs_official.py", ["--official-dm", "ROOT"], "no main_DM.py"),
 ])
 def test_benchmark_scripts_end_bad_arguments_with_one_line_and_status_2(tmp_path, script, flags, message, monkeypatch,
                                                                         capsys):
@@ -203,3 +204,47 @@ def test_benchmark_scripts_end_bad_arguments_with_one_line_and_status_2(tmp_path
         runpy.run_path(str(path), run_name="__main__")
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+# Stands in for the official main_DM.py: one get_network call and one optimiser step per
+# iteration, Iteration + 1 iterations, as the official loop runs with --num_eval 0.
+FAKE_MAIN_DM = """
+import sys
+import torch
+
+def get_network():
+    return torch.nn.Linear(4, 2)
+
+def main():
+    iterations = int(sys.argv[sys.argv.index("--Iteration") + 1])
+    images = torch.zeros(3, 4, requires_grad=True)
+    optimizer = torch.optim.SGD([images], lr=0.1)
+    for _ in range(iterations + 1):
+        loss = get_network()(images).square().sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+"""
+
+
+def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "main_DM.py").write_text(FAKE_MAIN_DM)
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "speed.json"
+    result = subprocess.run([sys.executable, str(root / "scripts" / "speed_vs_official.py"), "--official-dm", str(tmp_path),
+                             "--config", str(root / "configs" / "dm" / "digits.yaml"), "--ipc", "1", "--iterations", "2",
+                             "--repeats", "2", "--threads", "1", "--set", "batch_real=8", "--json", str(out)],
+                            capture_output=True, text=True, check=False, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    order = [line.split(", ")[-1].split(":")[0] for line in result.stdout.splitlines() if line.startswith("repeat")]
+    assert order == ["official", "gencond", "gencond", "official"]
+    (row,) = json.loads(out.read_text())["rows"]
+    # the fake's warm-up iteration: a 3x4 by 4x2 product forward, and its input and weight gradients
+    assert row["official"]["gflop_per_iteration"] * 1e9 == 3 * (2 * 3 * 4 * 2)
+    assert row["gencond"]["gflop_per_iteration"] > 0
+    for side in ("official", "gencond"):
+        assert [len(run["seconds"]) for run in row[side]["runs"]] == [2, 2]
+    assert row["ratio"] == row["gencond"]["seconds_per_iteration"] / row["official"]["seconds_per_iteration"]

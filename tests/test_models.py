@@ -37,6 +37,36 @@ def test_convnet3_matches_the_reference_layout():
     assert sum(p.numel() for p in net.parameters()) == 3584 + 2 * 147584 + 3 * 256 + 20490
 
 
+@pytest.mark.parametrize("side", [4, 8, 16])
+def test_instance_norm_gives_group_norms_outputs_and_gradients_in_either_layout(side):
+    from gencond.models.layers import InstanceNorm
+
+    torch.manual_seed(0)
+    reference, norm = nn.GroupNorm(6, 6, affine=True), InstanceNorm(6)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5), reference.bias.uniform_(-1, 1)
+    norm.load_state_dict(reference.state_dict())
+    x, upstream = torch.randn(3, 6, side, side) * 3 + 50, torch.randn(3, 6, side, side)  # a mean far from 0
+    expected = reference(x.requires_grad_(True))
+    (expected * upstream).sum().backward()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        norm.zero_grad()
+        inputs = x.detach().contiguous(memory_format=layout).requires_grad_(True)
+        out = norm(inputs)
+        (out * upstream).sum().backward()
+        assert torch.allclose(out, expected, atol=1e-4)
+        assert torch.allclose(inputs.grad, x.grad, atol=1e-4)
+        assert torch.allclose(norm.weight.grad, reference.weight.grad, atol=1e-3)
+        assert torch.allclose(norm.bias.grad, reference.bias.grad, atol=1e-3)
+
+
+def test_instance_norm_leaves_32x32_and_larger_maps_to_group_norms_kernel():
+    from gencond.models.layers import InstanceNorm
+
+    norm, x = InstanceNorm(4), torch.randn(2, 4, 32, 32).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(norm(x), nn.functional.group_norm(x, 4, norm.weight, norm.bias, norm.eps))
+
+
 def test_mnist_sized_inputs_are_padded_to_32():
     net = create_network("convnet3", 10, 1, 28)
     assert net.num_features == 2048

@@ -16,6 +16,33 @@ NORMS = ("instance", "batch", "group", "layer", "none")
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
+class InstanceNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` with one group per channel: instance norm with a learnable scale and
+    shift, the same parameters, state-dict keys and results.
+
+    On a channels-last map smaller than 32x32 it normalises through the free (N, H*W, C)
+    view, in two passes (mean, then the centred squares), instead of ATen's channels-last
+    group-norm kernel, which with one channel per group walks the channels with a stride:
+    on a 2-core AVX-512 EPYC that kernel took 58 ms at 256x128x16x16 and 13 ms at 8x8
+    against 3 and 1 ms for the same maps in NCHW, and the view 10 and 2 ms. From 32x32
+    up ATen's kernel is the faster one (18 ms against 37)."""
+
+    VIEW_BELOW_PIXELS = 32 * 32
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__(channels, channels, eps=eps, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.dim() == 4 and x.shape[2] * x.shape[3] < self.VIEW_BELOW_PIXELS and x.dtype in (torch.float32, torch.float64)
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: no copy for channels-last
+        centred = pixels - pixels.mean(1, keepdim=True)
+        scale = self.weight * torch.rsqrt(centred.square().mean(1, keepdim=True) + self.eps)
+        return torch.addcmul(self.bias, centred, scale).view(n, h, w, c).permute(0, 3, 1, 2)
+
+
 def make_norm(kind: str, channels: int, spatial: int | None = None) -> nn.Module:
     """Normalization layer by name.
 
@@ -24,7 +51,7 @@ def make_norm(kind: str, channels: int, spatial: int | None = None) -> nn.Module
     ``layer`` normalizes over [C, H, W] with a per-element affine, and needs ``spatial``.
     """
     if kind == "instance":
-        return nn.GroupNorm(channels, channels, affine=True)
+        return InstanceNorm(channels)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
