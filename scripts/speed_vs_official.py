@@ -36,13 +36,14 @@ from gencond.config import OneLineParser
 from gencond.errors import GencondError
 from gencond.evaluate.cost import FlopCounter, conv_rate, matmul_rate
 from gencond.evaluate.protocol import format_rows
-from gencond.evaluate.report import BenchmarkReport, config_with_sets
+from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
 from gencond.methods.dm import DMConfig, dm_iteration
 from gencond.methods.pixel import ImageTrainer
 from gencond.runtime import keep_freed_memory
 
 RESULT_PREFIX = "SPEED_RESULT "
 SIDES = ("official", "gencond")
+RATES = {"matmul": matmul_rate, "conv": conv_rate}  # measured before and after the runs
 
 
 def official_iterations(official_dir: str, ipc: int, iterations: int, data_root: str) -> tuple[list[float], int]:
@@ -95,7 +96,7 @@ def measure(args, side: str, ipc: int) -> dict:
     """One side's measurement in a fresh process at ``args.threads`` threads."""
     cmd = [sys.executable, __file__, "--child", side, "--ipc", str(ipc), "--iterations", str(args.iterations),
            "--threads", str(args.threads), "--official-dm", args.official_dm, "--config", args.config,
-           "--data-root", args.data_root, *(["--set", *args.set] if args.set else [])]
+           "--data-root", args.data_root, *[flag for item in args.set for flag in ("--set", item)]]
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per run, after one warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each code per IPC, alternating")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--set", nargs="*", default=[], help="override a field of gencond's config (a YAML value)")
+    add_set_argument(parser, "override a field of gencond's config (a YAML value)")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--json", default="results/speed_dm_official.json")
     args = parser.parse_args()
@@ -149,7 +150,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     report = BenchmarkReport("DM iterations beside the official code", vars(args), torch.device("cpu"))
-    rates = {"matmul": [matmul_rate()], "conv": [conv_rate()]}
+    rates = {kind: [rate_of()] for kind, rate_of in RATES.items()}
     runs = {(side, ipc): [] for side in SIDES for ipc in args.ipc}
     for repeat in range(args.repeats):
         for ipc in args.ipc:
@@ -158,8 +159,8 @@ def main() -> None:
                 runs[side, ipc].append(result)
                 print(f"repeat {repeat}, IPC {ipc}, {side}: {statistics.median(result['seconds']):.3f} s per iteration",
                       flush=True)
-    rates["matmul"].append(matmul_rate())
-    rates["conv"].append(conv_rate())
+    for kind, rate_of in RATES.items():
+        rates[kind].append(rate_of())
     gflops = {kind: statistics.mean(values) / 1e9 for kind, values in rates.items()}
     rate = max(gflops.values()) * 1e9
 

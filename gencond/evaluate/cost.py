@@ -1,6 +1,6 @@
 """What a step costs, counted and at best: FLOPs through torch's own formulas, and this
-CPU's matrix-product and convolution rates, so FLOPs / rate is a step's floor. Shared by the benchmark
-scripts (``cost_model.py``, ``speed_vs_official.py``)."""
+CPU's matrix-product and convolution rates, so FLOPs / rate is a step's floor. Shared by
+the benchmark scripts (``cost_model.py``, ``speed_vs_official.py``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ class FlopCounter(TorchDispatchMode):
 
 def matmul_rate(side: int = 2048, repeats: int = 10) -> float:
     """This CPU's fp32 FLOP/s on a large square matrix product, at the process's threads:
-    the rate a step's FLOPs could at best run at, so FLOPs / rate is the step's floor."""
+    FLOPs / rate is the floor of a step made of matrix products (a convolutional step can
+    run faster: :func:`conv_rate`)."""
     a, b = torch.randn(side, side), torch.randn(side, side)
     for _ in range(2):
         a @ b

@@ -32,9 +32,14 @@ class InstanceNorm(nn.GroupNorm):
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__(channels, channels, eps=eps, affine=True)
 
+    def takes_the_view(self, x: torch.Tensor) -> bool:
+        """A float map in channels-last layout (not also NCHW-contiguous) under 32x32."""
+        return (x.dim() == 4 and x.shape[2] * x.shape[3] < self.VIEW_BELOW_PIXELS
+                and x.dtype in (torch.float32, torch.float64)
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.dim() == 4 and x.shape[2] * x.shape[3] < self.VIEW_BELOW_PIXELS and x.dtype in (torch.float32, torch.float64)
-                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        if not self.takes_the_view(x):
             return super().forward(x)
         n, c, h, w = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: no copy for channels-last
