@@ -7,7 +7,8 @@ ImageNet stand-in for the ImageNet-1K config: the step's cost depends on the sha
 the pixels). The first step of each phase is counted with ``torch.utils.flop_counter``
 (forward and backward of everything the step runs: generator, critic with gradient
 penalty, pool network training, matching, codebook losses); the others are timed on this
-CPU, beside their floor: the FLOPs at this CPU's measured fp32 matrix-product rate. Model
+CPU, beside their floor: the FLOPs at this CPU's faster measured fp32 rate, a large matrix
+product's or a ConvNet-3 convolution's (oneDNN runs the second faster on AVX-512). Model
 states are counted from the modules data parallelism synchronises (their
 gradients are what is all-reduced every step). Reading real images is timed too (the loader
 is synchronous, so it is time the step waits), and the projection says how many images per
@@ -32,7 +33,7 @@ from gencond.cli import guarded
 from gencond.config import OneLineParser
 from gencond.data.base import LazyImageSet, TensorImageSet
 from gencond.errors import GencondError
-from gencond.evaluate.cost import FlopCounter, matmul_rate
+from gencond.evaluate.cost import FlopCounter, cpu_rates
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, variant_config
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
@@ -165,7 +166,8 @@ def main() -> None:
     phases, info, states = measure_steps(trainer_class, run_cfg)
     images = real_images_per_step(args.method, cfg, info.num_classes)
     rate = args.peak_tflops * 1e12 * args.utilisation
-    cpu_rate = matmul_rate()
+    cpu = cpu_rates()
+    cpu_rate = max(cpu.values())
     params = sum(states.values())
     rows, projection = [], []
     for phase, record in sorted(phases.items()):
@@ -182,8 +184,9 @@ def main() -> None:
                                "images_per_s_read_per_gpu": read / gpu_step_s})
     print(f"{args.method} ({args.config}{', ' + ', '.join(args.set) if args.set else ''}): {info.num_classes} classes, "
           f"{info.image_size}x{info.image_size}, {images} real images per step and process\n")
-    print(f"this CPU's fp32 matrix-product rate: {cpu_rate / 1e9:.0f} GFLOP/s (2048x2048, "
-          f"{torch.get_num_threads()} thread(s)); the floor of a step is its FLOPs at that rate\n")
+    print(f"this CPU's fp32 rates ({torch.get_num_threads()} thread(s)): matrix product {cpu['matmul'] / 1e9:.0f} "
+          f"GFLOP/s (2048x2048), convolution {cpu['conv'] / 1e9:.0f} GFLOP/s (3x3, 128 channels, 16x16); "
+          f"the floor of a step is its FLOPs at the faster\n")
     print(format_rows(["phase", "TFLOP per step (counted)", "s per step (this CPU)", "GFLOP/s (this CPU)",
                        "floor s (step / floor)", "real images read per step", "s reading them (share of the step)", "images/s read"], rows))
     print(f"\nprojection at {args.peak_tflops:.0f} TFLOP/s x {args.utilisation:.0%} = {rate / 1e12:.0f} TFLOP/s per GPU, "
@@ -212,8 +215,9 @@ def main() -> None:
                phases={str(k): {"tflops_per_step": v["flops"] / 1e12, "cpu_seconds": v["seconds"],
                                 "data_seconds": v["data_seconds"], "images_read": v["images_read"]}
                        for k, v in phases.items()},
-               cpu_matmul_flops_per_s=cpu_rate, synchronised_parameters=states, allreduce_bytes_per_step=4 * params,
-               model_state_bytes_per_gpu=16 * params, projection=projection, step_time_variants=ratios)
+               cpu_flops_per_s=cpu, floor_flops_per_s=cpu_rate, synchronised_parameters=states,
+               allreduce_bytes_per_step=4 * params, model_state_bytes_per_gpu=16 * params, projection=projection,
+               step_time_variants=ratios)
     report.write(args.json)
 
 

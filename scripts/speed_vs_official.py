@@ -34,7 +34,7 @@ import torch
 from gencond.cli import guarded
 from gencond.config import OneLineParser
 from gencond.errors import GencondError
-from gencond.evaluate.cost import FlopCounter, conv_rate, matmul_rate
+from gencond.evaluate.cost import FlopCounter, cpu_rates
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
 from gencond.methods.dm import DMConfig, dm_iteration
@@ -43,7 +43,6 @@ from gencond.runtime import keep_freed_memory
 
 RESULT_PREFIX = "SPEED_RESULT "
 SIDES = ("official", "gencond")
-RATES = {"matmul": matmul_rate, "conv": conv_rate}  # measured before and after the runs
 
 
 def official_iterations(official_dir: str, ipc: int, iterations: int, data_root: str) -> tuple[list[float], int]:
@@ -150,7 +149,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     report = BenchmarkReport("DM iterations beside the official code", vars(args), torch.device("cpu"))
-    rates = {kind: [rate_of()] for kind, rate_of in RATES.items()}
+    rates = {kind: [rate] for kind, rate in cpu_rates().items()}  # measured before and after the runs
     runs = {(side, ipc): [] for side in SIDES for ipc in args.ipc}
     for repeat in range(args.repeats):
         for ipc in args.ipc:
@@ -159,8 +158,8 @@ def main() -> None:
                 runs[side, ipc].append(result)
                 print(f"repeat {repeat}, IPC {ipc}, {side}: {statistics.median(result['seconds']):.3f} s per iteration",
                       flush=True)
-    for kind, rate_of in RATES.items():
-        rates[kind].append(rate_of())
+    for kind, rate in cpu_rates().items():
+        rates[kind].append(rate)
     gflops = {kind: statistics.mean(values) / 1e9 for kind, values in rates.items()}
     rate = max(gflops.values()) * 1e9
 

@@ -241,7 +241,9 @@ def test_cost_model_counts_both_phases_and_projects(tmp_path):
     assert one["steps_per_epoch"] == 100 and two["steps_per_epoch"] == 50  # 6400 images, batch 64 per process
     assert two["hours_per_epoch"] == pytest.approx(one["hours_per_epoch"] / 2)
     assert report["allreduce_bytes_per_step"] == 4 * sum(report["synchronised_parameters"].values()) > 0
-    assert report["cpu_matmul_flops_per_s"] > 1e9  # the floor's rate: any CPU multiplies at > 1 GFLOP/s
+    rates = report["cpu_flops_per_s"]  # any CPU multiplies and convolves at > 1 GFLOP/s; the floor takes the faster
+    assert set(rates) == {"matmul", "conv"} and min(rates.values()) > 1e9
+    assert report["floor_flops_per_s"] == max(rates.values())
     assert report["phases"]["1"]["images_read"] == [64]  # the real batch of one timed step
     assert report["phases"]["2"]["images_read"][0] > 64  # plus pool training and matching batches
     bf16 = report["step_time_variants"]

@@ -2,6 +2,8 @@
 parsing, a cell that is the identity, rank correlation known answers, the protocol end to
 end on digits (validation split only, cached) and its one-line errors."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -77,6 +79,14 @@ def test_ranking_runs_on_the_validation_split_and_resumes_from_the_cache(tmp_pat
 
     monkeypatch.setattr(ranking, "train_and_test", lambda *a, **k: pytest.fail("a cached ranking cell was retrained"))
     assert bench.run_bench(cfg, log=lambda _: None)["ranking"] == report
+
+    # two worker processes train the same networks side by side, each from its own seed
+    monkeypatch.setattr(ranking, "train_and_test", original)
+    side_by_side = dataclasses.replace(cfg, workers=2, output_dir=str(tmp_path / "b2"), full_cache=str(tmp_path / "f2.jsonl"))
+    again = bench.run_bench(side_by_side, log=lambda _: None)["ranking"]
+    assert again["genotypes"] == report["genotypes"]
+    assert again["full_data"] == pytest.approx(report["full_data"], abs=4.0)  # 2 of 50 images: thread counts differ
+    assert again["sets"][0]["accuracies"] == pytest.approx(found["accuracies"], abs=4.0)
 
 
 @pytest.mark.parametrize("argv, message", [

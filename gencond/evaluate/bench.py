@@ -48,7 +48,7 @@ from gencond.evaluate.protocol import (
     generator_sets,
     selection_sets,
 )
-from gencond.evaluate.ranking import RankingConfig, rank_architectures
+from gencond.evaluate.ranking import RankingCell, RankingConfig, rank_architectures
 from gencond.evaluate.report import BenchmarkReport
 from gencond.models import check_architecture
 from gencond.runtime import forked_map
@@ -259,31 +259,45 @@ def row_recipe(cfg: BenchConfig, row: BenchRow, augment: str) -> TrainConfig:
     return dataclasses.replace(cfg.train, augment=augment, epochs=epochs)
 
 
+@dataclass(frozen=True)
+class PendingCell:
+    """A network to train unless ``cache`` already holds ``key``; ``label`` names it in the progress bar."""
+
+    cache: CellCache
+    key: str
+    train: Callable[[], tuple[float, float]]  # (accuracy %, training seconds)
+    label: str
+
+
+def train_cells(cells: list[PendingCell], workers: int, what: str, log: Callable[[str], None]) -> None:
+    """Train the cells their caches lack, ``workers`` at a time, storing each as it ends
+    (progress bar over cells, with time left)."""
+    pending = [c for c in cells if c.cache.get(c.key) is None]
+    log(f"{len(cells)} {what}: {len(cells) - len(pending)} cached, {len(pending)} to train"
+        + (f" by {workers} worker processes" if workers > 1 else ""))
+    with tqdm(total=len(pending), desc=what, unit="cell", dynamic_ncols=True) as bar:
+        for index, (accuracy, seconds) in forked_map(lambda i: pending[i].train(), len(pending), workers):
+            pending[index].cache.put(pending[index].key, accuracy, seconds)
+            bar.set_postfix_str(f"done: {pending[index].label}")
+            bar.update()
+
+
 def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], device: torch.device,
               log: Callable[[str], None]) -> list[RowResult]:
-    """Train every cell not yet cached (``cfg.workers`` at a time; progress bar over cells,
-    time left), then gather one result per (row, architecture, augmentation) from the caches."""
+    """Train every cell not yet cached, then gather one result per (row, architecture,
+    augmentation) from the caches."""
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
 
     def key(row: BenchRow, arch: str, augment: str, seed: int) -> str:
         return cell_key(protocol_fingerprint(splits, row_recipe(cfg, row, augment)), row, arch, augment, seed)
 
-    grid = [(row, arch, augment, seed) for row in rows for arch in cfg.arch for augment in cfg.augment for seed in seeds]
-    pending = [c for c in grid if c[0].cache.get(key(*c)) is None]
-    log(f"{len(grid)} cells: {len(grid) - len(pending)} cached, {len(pending)} to train"
-        + (f" by {cfg.workers} worker processes" if cfg.workers > 1 else ""))
+    def pending(row: BenchRow, arch: str, augment: str, seed: int) -> PendingCell:
+        return PendingCell(row.cache, key(row, arch, augment, seed), lambda: evaluate_cell(
+            splits, row.training_set, arch, "hard", seed, row_recipe(cfg, row, augment), device),
+            f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}")
 
-    def train(index: int) -> tuple[float, float]:
-        row, arch, augment, seed = pending[index]
-        return evaluate_cell(splits, row.training_set, arch, "hard", seed, row_recipe(cfg, row, augment), device)
-
-    with tqdm(total=len(pending), desc="cells", unit="cell", dynamic_ncols=True) as bar:
-        for index, (accuracy, seconds) in forked_map(train, len(pending), cfg.workers):
-            row, arch, augment, seed = pending[index]
-            row.cache.put(key(row, arch, augment, seed), accuracy, seconds)
-            bar.set_postfix_str(f"done: {row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} "
-                                f"seed={seed}")
-            bar.update()
+    train_cells([pending(row, arch, augment, seed) for row in rows for arch in cfg.arch for augment in cfg.augment
+                 for seed in seeds], cfg.workers, "cells", log)
     results = []
     for row in rows:
         for arch in cfg.arch:
@@ -448,26 +462,26 @@ def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, generators: dict
     return report
 
 
-def cached_cell(cache: CellCache, key: str, compute: Callable[[], tuple[float, float]]) -> dict:
-    """The cache's record of ``key``, trained by ``compute`` (accuracy, seconds) if missing."""
-    if cache.get(key) is None:
-        cache.put(key, *compute())
-    return cache.get(key)
-
-
 def architecture_ranking(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], device: torch.device,
                          log: Callable[[str], None]) -> dict:
-    """DC-BENCH's NAS protocol over every set but the whole split (see gencond.evaluate.ranking)."""
+    """DC-BENCH's NAS protocol over every set but the whole split (see gencond.evaluate.ranking),
+    its networks trained ``cfg.workers`` at a time."""
     if not cfg.ranking.networks:
         return {}
     fingerprint = protocol_fingerprint(splits, cfg.train)
     caches = {"full" if row.spec.source == FULL else "sets": row.cache for row in rows}
     full = next(row.training_set for row in rows if row.spec.source == FULL)
     sets = [row.training_set for row in rows if row.spec.source != FULL]
+
+    def accuracies(cells: list[RankingCell]) -> dict[str, float]:
+        keyed = [PendingCell(caches[c.kind], json.dumps({"cell": c.key, "recipe": fingerprint}), c.train,
+                             f"{c.training_set.name} ipc={c.training_set.ipc or 'all'} {c.genotype}") for c in cells]
+        train_cells(keyed, cfg.workers, "ranked networks", log)
+        return {c.key: p.cache.get(p.key)["accuracy"] for c, p in zip(cells, keyed)}
+
     log(f"architecture ranking: {cfg.ranking.networks} NAS-Bench-201 networks x {len(sets) + 1} training sets")
-    report = rank_architectures(
-        cfg.ranking, splits, sets, full, dataclasses.replace(cfg.train, augment=cfg.augment[0]), device, cfg.seed,
-        lambda kind, key, compute: cached_cell(caches[kind], json.dumps({"cell": key, "recipe": fingerprint}), compute))
+    report = rank_architectures(cfg.ranking, splits, sets, full, dataclasses.replace(cfg.train, augment=cfg.augment[0]),
+                                device, cfg.seed, accuracies)
     for found in report["sets"]:
         log(f"  {found['training_set']} ipc={found['ipc'] or 'all'}: Spearman {found['spearman']:+.3f}, its top-1 "
             f"scores {found['top1_full_data_accuracy']:.2f} % trained on all data (best of the sample "

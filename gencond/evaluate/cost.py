@@ -58,3 +58,11 @@ def conv_rate(batch: int = 256, channels: int = 128, side: int = 16, repeats: in
         for _ in range(repeats):
             layer(x)
     return 2 * batch * channels * side * side * channels * 9 * repeats / (time.perf_counter() - start)
+
+
+RATES = {"matmul": matmul_rate, "conv": conv_rate}  # a step's floor is its FLOPs at the faster of the two
+
+
+def cpu_rates() -> dict[str, float]:
+    """This CPU's FLOP/s by kind of operation (see ``RATES``)."""
+    return {kind: rate_of() for kind, rate_of in RATES.items()}

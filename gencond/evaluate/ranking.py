@@ -59,30 +59,45 @@ def rank_correlation(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+@dataclass(frozen=True)
+class RankingCell:
+    """One ranked network: ``genotype`` trained on ``training_set`` (``kind`` 'full' for the
+    ground truth, 'sets' for a condensed or selected set), identified by ``key``."""
+
+    kind: str
+    training_set: TrainingSet
+    genotype: str
+    key: str
+    train: Callable[[], tuple[float, float]]  # (validation accuracy %, training seconds)
+
+
 def rank_architectures(cfg: RankingConfig, splits: DatasetSplits, sets: list[TrainingSet], full: TrainingSet,
                        train: TrainConfig, device: torch.device, seed: int,
-                       cached: Callable[[str, str, Callable[[], tuple[float, float]]], dict]) -> dict:
-    """The protocol over ``sets`` against ``full``; ``cached(kind, key, compute)`` returns a
-    cell's record, computing and storing it when missing (kind 'full' or 'sets')."""
+                       accuracies: Callable[[list[RankingCell]], dict[str, float]]) -> dict:
+    """The protocol over ``sets`` against ``full``. ``accuracies(cells)`` returns every
+    cell's accuracy by key, training (and storing) the ones it does not have yet; all cells
+    are handed over at once so that it can train them side by side."""
     info = splits.info
     genotypes = sample_genotypes(cfg.networks, seed)
     epochs = {"full": cfg.net_epochs, "sets": cfg.set_epochs or train.epochs}
 
-    def accuracy(kind: str, training_set: TrainingSet, genotype: str) -> float:
+    def cell(kind: str, training_set: TrainingSet, genotype: str) -> RankingCell:
         recipe = dataclasses.replace(train, epochs=epochs[kind])
         key = json.dumps({"ranking": genotype, "cells": cfg.cells_per_stage, "epochs": recipe.epochs,
                           "set": training_set.name, "ipc": training_set.ipc, "seed": seed}, sort_keys=True)
-        return cached(kind, key, lambda: train_and_test(
+        return RankingCell(kind, training_set, genotype, key, lambda: train_and_test(
             lambda: create_network("nb201_cell", info.num_classes, info.channels, info.image_size, genotype=genotype,
                                    cells_per_stage=cfg.cells_per_stage),
-            training_set.make(seed), splits.validation, recipe, device, seed))["accuracy"]
+            training_set.make(seed), splits.validation, recipe, device, seed))
 
-    truth = [accuracy("full", full, g) for g in genotypes]
+    grid = [[cell(kind, ts, g) for g in genotypes] for kind, ts in [("full", full)] + [("sets", ts) for ts in sets]]
+    found = accuracies([c for row in grid for c in row])
+    truth = [found[c.key] for c in grid[0]]
     report = {"genotypes": genotypes, "scored_on": "validation split", "full_data": truth, "sets": []}
-    for training_set in sets:
-        found = [accuracy("sets", training_set, g) for g in genotypes]
-        top = int(np.argmax(found))
-        report["sets"].append({"training_set": training_set.name, "ipc": training_set.ipc, "accuracies": found,
-                               "spearman": rank_correlation(found, truth), "top1_genotype": genotypes[top],
+    for training_set, row in zip(sets, grid[1:]):
+        scores = [found[c.key] for c in row]
+        top = int(np.argmax(scores))
+        report["sets"].append({"training_set": training_set.name, "ipc": training_set.ipc, "accuracies": scores,
+                               "spearman": rank_correlation(scores, truth), "top1_genotype": genotypes[top],
                                "top1_full_data_accuracy": truth[top], "best_full_data_accuracy": max(truth)})
     return report
