@@ -74,20 +74,35 @@ def cpu_description() -> dict:
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def native_bf16(device: torch.device) -> bool | None:
+    """Whether ``device`` runs bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX-512 BF16 or AMX (oneDNN's own check); None where that cannot be told (a CPU build
+    without oneDNN)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def resolve_precision(mixed_precision: str, device: torch.device) -> str:
+    """``auto`` becomes ``bf16`` where ``device`` runs bf16 natively and ``no`` elsewhere
+    (emulated bf16 ran a DiM step 27-31x slower than fp32 on a CPU without it); ``no`` and
+    ``bf16`` stay as they are."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    return "bf16" if native_bf16(device) else "no"
+
+
 def slow_bf16_warning(mixed_precision: str, device: torch.device) -> str | None:
     """A line for bf16 autocast on a CPU without native bf16 (no AVX-512 BF16 or AMX):
     oneDNN then emulates it, and a DiM step ran 27-31x slower than fp32 on such a CPU
     (README, issue 13); None where bf16 is fine or not asked for."""
-    if mixed_precision != "bf16" or device.type != "cpu":
-        return None
-    try:
-        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):  # a build without oneDNN: nothing to say
-        return None
-    if native:
+    if mixed_precision != "bf16" or device.type != "cpu" or native_bf16(device) is not False:
         return None
     return ("warning: mixed_precision bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX) is emulated and "
-            "far slower than fp32; use mixed_precision: no on this machine")
+            "far slower than fp32; use mixed_precision: no or auto on this machine")
 
 
 def _run_task(index: int) -> tuple[int, Any]:

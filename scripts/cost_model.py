@@ -23,90 +23,23 @@ kernels are not its GPU kernels).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import time
 
 import torch
 
 from gencond.cli import guarded
 from gencond.config import OneLineParser
-from gencond.data.base import LazyImageSet, TensorImageSet
 from gencond.errors import GencondError
-from gencond.evaluate.cost import FlopCounter, cpu_rates
+from gencond.evaluate.cost import cpu_rates, measure_steps, step_config
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, variant_config
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
 from gencond.methods.dim import DiMConfig, DiMTrainer
 from gencond.training import resolve_device
-from gencond.training.generator import run_trainer
 
 METHODS = {"dim": (DiMConfig, DiMTrainer), "codebook": (CodebookConfig, CodebookTrainer)}
 IMAGENET_TRAIN_IMAGES = 1_281_167
 VARIANTS = ("bf16", "compile", "compile+bf16")
-
-
-@contextlib.contextmanager
-def timed_reads(reading: list[float]):
-    """Add the time spent reading real images (decoding JPEGs, or indexing in-memory
-    pixels) to ``reading[0]`` and their number to ``reading[1]``: the two leaf readers
-    every image set ends in."""
-    originals = {(LazyImageSet, "images_within"): LazyImageSet.images_within, (TensorImageSet, "images"): TensorImageSet.images}
-
-    def timed(read):
-        def wrapper(self, indices, *args):
-            start = time.perf_counter()
-            try:
-                return read(self, indices, *args)
-            finally:
-                reading[0] += time.perf_counter() - start
-                reading[1] += len(indices)
-        return wrapper
-
-    for (cls, name), read in originals.items():
-        setattr(cls, name, timed(read))
-    try:
-        yield
-    finally:
-        for (cls, name), read in originals.items():
-            setattr(cls, name, read)
-
-
-def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object, dict]:
-    """Run ``cfg`` with the trainer's ``train_step`` wrapped: per phase, the FLOPs of its
-    first step (with ``count``; otherwise that step is a warm-up, where compilation happens),
-    the seconds of the others and the seconds they spent reading real images (the loader
-    is synchronous: all of it is time the step waits for data); the model states of the
-    synchronised modules (parameters that learn); and the run's dataset description."""
-    original, phases, states, reading = trainer_class.train_step, {}, {}, [0.0, 0]
-
-    def train_step(self, ctx, item):
-        record = phases.setdefault(getattr(ctx, "phase", 1),
-                                   {"flops": None, "seconds": [], "data_seconds": [], "images_read": [], "first": True})
-        if record.pop("first", False):
-            with FlopCounter() if count else contextlib.nullcontext() as counter:
-                out = original(self, ctx, item)
-            record["flops"] = counter.flops if count else None
-        else:
-            reading[:], start = [0.0, 0], time.perf_counter()
-            out = original(self, ctx, item)
-            record["seconds"].append(time.perf_counter() - start)
-            record["data_seconds"].append(reading[0])
-            record["images_read"].append(reading[1])
-        if not states:
-            states["info"] = self.info
-            for name in self.module_names:
-                module = self.accelerator.unwrap_model(getattr(self, name))
-                states[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        return out
-
-    trainer_class.train_step = train_step
-    try:
-        with timed_reads(reading):
-            run_trainer(trainer_class, cfg)
-    finally:
-        trainer_class.train_step = original
-    return phases, states.pop("info"), states
 
 
 def step_variant(cfg, variant: str, backend: str, work_dir: str):
@@ -158,9 +91,7 @@ def main() -> None:
     config_cls, trainer_class = METHODS[args.method]
     cfg = config_with_sets(config_cls, args.config, args.set)
     epochs = {1: cfg.gan_epochs, 2: cfg.match_epochs} if args.method == "dim" else {1: cfg.epochs}
-    run_cfg = dataclasses.replace(cfg, output_dir=args.work_dir, steps_per_epoch=args.steps + 1, sample_every=0,
-                                  keep_every=0, select_by="last", mixed_precision="no", compile="no",
-                                  **({"gan_epochs": 1, "match_epochs": 1} if args.method == "dim" else {"epochs": 1}))
+    run_cfg = step_config(cfg, args.steps, args.work_dir)
     variants = {variant: step_variant(run_cfg, variant, args.compile_backend, args.work_dir) for variant in args.variants}
     report = BenchmarkReport("cost model", vars(args), resolve_device("cpu"))
     phases, info, states = measure_steps(trainer_class, run_cfg)

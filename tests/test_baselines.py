@@ -8,17 +8,17 @@ from gencond.artifacts import CondensedSet
 from gencond.augment import DSA, AugmentDraw
 from gencond.data import DatasetInfo, TensorImageSet
 from gencond.data.formation import decode, decode_labels, encode
-from gencond.errors import GencondError
 from gencond.data.selection import herding_positions, kcenter_positions, kmeans, kmeans_positions
+from gencond.errors import GencondError
+from gencond.losses.matching import layerwise_distance
 from gencond.methods.coresets import SelectionConfig, check_ipc, herding
-from gencond.methods.dm import distribution_matching_loss
+from gencond.methods.dm import DMConfig, distribution_matching_loss, real_embeddings
 from gencond.methods.dsa import (
     class_gradient_distance,
     default_loops,
     freeze_batch_norm,
 )
 from gencond.methods.idc import gradient_distance, matched_parameters
-from gencond.losses.matching import layerwise_distance
 from gencond.models import create_network, embed
 
 # --- DM ---
@@ -48,6 +48,23 @@ def test_dm_loss_through_a_network_and_class_wise_augmentation_is_zero_for_equal
     real = embed(net, draw(images, labels))
     syn = embed(net, draw(images.clone().requires_grad_(True), labels))
     assert distribution_matching_loss(real, labels, syn, labels, 3).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dm_real_embeddings_in_bf16_are_fp32_class_means_within_bf16_rounding():
+    torch.manual_seed(0)
+    net = create_network("convnet3", 2, 1, 28).requires_grad_(False)
+    images = torch.randn(64, 1, 28, 28)
+    exact = real_embeddings(net, images, chunk=16)
+    assert torch.equal(exact, embed(net, images))  # chunking changes nothing
+    rounded = real_embeddings(net, images, chunk=16, bf16=True)
+    assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)  # it did run in bf16
+    means, rounded_means = exact.view(2, 32, -1).mean(1), rounded.view(2, 32, -1).mean(1)
+    assert ((rounded_means - means).norm() / means.norm()).item() < 1e-2  # bf16 keeps 8 bits: 2^-8 = 0.4 %
+
+
+def test_dm_config_rejects_an_unknown_real_precision():
+    with pytest.raises(GencondError, match="real_precision"):
+        DMConfig(real_precision="fp16").check()
 
 
 # --- class-wise siamese augmentation ---

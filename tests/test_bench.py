@@ -186,11 +186,13 @@ def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
 @pytest.mark.parametrize("script, flags, message", [
     ("bench_dim.py", ["--set", "gan_epochs=-1"], "must be non-negative"),
     ("bench_dim.py", ["--variant", "no braces"], "--variant expects NAME="),
-    ("bench_codebook_schedule.py", ["--variant", "x={epochs: -1}"], "--variant x"),
+    ("bench_schedule.py", ["--variant", "x={epochs: -1}"], "--variant x"),
     ("cost_model.py", ["--steps", "0"], "must be positive"),
     ("make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
     ("bench_foundation.py", ["--no-such-flag"], "unrecognized arguments"),
     ("speed_vs_official.py", ["--official-dm", "ROOT"], "no main_DM.py"),
+    ("speed_vs_official.py", ["--official-dim", "ROOT"], "no gan_model.py, gen_condense.py, pool_match.py"),
+    ("speed_vs_official.py", [], "--official-dm and/or --official-dim"),
 ])
 def test_benchmark_scripts_end_bad_arguments_with_one_line_and_status_2(tmp_path, script, flags, message, monkeypatch,
                                                                         capsys):
@@ -227,24 +229,73 @@ def main():
 """
 
 
+# Stand in for the official DiM code: a generator and critic, the two scripts' load_data,
+# diffaug and train(); phase 2's train() also iterates its loader inside the body, as the
+# official pool network's training does, and checks that it gets the real loader's items.
+FAKE_DIM_MODELS = """
+import torch
+
+class Generator(torch.nn.Linear):
+    def __init__(self, args):
+        super().__init__(args.dim_noise, 4)
+
+class Discriminator(torch.nn.Linear):
+    def __init__(self, args):
+        super().__init__(4, 1)
+"""
+FAKE_DIM_SCRIPT = """
+import torch
+
+DEVICE = "cpu"
+
+def load_data(args):
+    return [(torch.zeros(args.batch_size, 4), torch.zeros(args.batch_size).long()) for _ in range(50)], None
+
+def diffaug(args):
+    return None, None
+
+def train(args, epoch, generator, discriminator, optim_g, optim_d, trainloader, criterion, aug, aug_rand):
+    for images, labels in trainloader:
+        if INNER:
+            assert all(len(inner) == args.batch_size for inner, _ in trainloader)
+        loss = discriminator(generator(torch.zeros(args.batch_size, args.dim_noise))).sum()
+        loss.backward()
+"""
+
+
 def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(tmp_path):
     import subprocess
     import sys
 
     (tmp_path / "main_DM.py").write_text(FAKE_MAIN_DM)
+    (tmp_path / "gan_model.py").write_text(FAKE_DIM_MODELS)
+    (tmp_path / "gen_condense.py").write_text(FAKE_DIM_SCRIPT.replace("INNER", "False"))
+    (tmp_path / "pool_match.py").write_text(FAKE_DIM_SCRIPT.replace("INNER", "True"))
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "speed.json"
     result = subprocess.run([sys.executable, str(root / "scripts" / "speed_vs_official.py"), "--official-dm", str(tmp_path),
-                             "--config", str(root / "configs" / "dm" / "digits.yaml"), "--ipc", "1", "--iterations", "2",
-                             "--repeats", "2", "--threads", "1", "--set", "batch_real=8", "--json", str(out)],
+                             "--official-dim", str(tmp_path), "--dm-config", str(root / "configs" / "dm" / "digits.yaml"),
+                             "--dim-config", str(root / "configs" / "dim" / "digits.yaml"), "--ipc", "1",
+                             "--iterations", "2", "--repeats", "2", "--threads", "1", "--dm-set", "batch_real=8",
+                             "--dim-set", "width=8", "--dim-set", "batch_size=8", "--dim-set", "match_batch=10",
+                             "--dim-set", "pool_training.batches=1", "--json", str(out)],
                             capture_output=True, text=True, check=False, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     order = [line.split(", ")[-1].split(":")[0] for line in result.stdout.splitlines() if line.startswith("repeat")]
-    assert order == ["official", "gencond", "gencond", "official"]
-    (row,) = json.loads(out.read_text())["rows"]
-    # the fake's warm-up iteration: a 3x4 by 4x2 product forward, and its input and weight gradients
-    assert row["official"]["gflop_per_iteration"] * 1e9 == 3 * (2 * 3 * 4 * 2)
-    assert row["gencond"]["gflop_per_iteration"] > 0
-    for side in ("official", "gencond"):
-        assert [len(run["seconds"]) for run in row[side]["runs"]] == [2, 2]
-    assert row["ratio"] == row["gencond"]["seconds_per_iteration"] / row["official"]["seconds_per_iteration"]
+    # DM, then DiM's two phases from one process per side; the second repeat starts with gencond
+    assert order == ["official", "gencond"] + ["official"] * 2 + ["gencond"] * 2 + ["gencond", "official"] + \
+        ["gencond"] * 2 + ["official"] * 2
+    rows = {row["case"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["DM, IPC 1", "DiM phase 1", "DiM phase 2"]
+    # the fake DM's warm-up iteration: a 3x4 by 4x2 product forward, and its input and weight gradients
+    assert rows["DM, IPC 1"]["official"]["gflop_per_step"] * 1e9 == 3 * (2 * 3 * 4 * 2)
+    # the fake DiM's warm-up step: the 64x100 by 100x4 and 64x4 by 4x1 products forward, the
+    # critic's input and weight gradients, the generator's weight gradient
+    dim_flops = 2 * 64 * 100 * 4 * 2 + 2 * 64 * 4 * 3
+    assert rows["DiM phase 1"]["official"]["gflop_per_step"] * 1e9 == rows["DiM phase 2"]["official"]["gflop_per_step"] * 1e9 == dim_flops
+    for row in rows.values():
+        assert row["gencond"]["gflop_per_step"] > 0
+        for side in ("official", "gencond"):
+            assert [len(run["seconds"]) for run in row[side]["runs"]] == [2, 2]
+        assert row["ratio"] == row["gencond"]["seconds_per_step"] / row["official"]["seconds_per_step"]
+    assert rows["DiM phase 2"]["gencond"]["gflop_per_step"] > rows["DiM phase 1"]["gencond"]["gflop_per_step"]

@@ -355,7 +355,7 @@ def test_code_init_refuses_an_unknown_method_and_bad_steps():
 @pytest.mark.slow
 def test_schedule_benchmark_scores_variants_on_the_validation_split_only(tmp_path):
     common = [
-        sys.executable, str(ROOT / "scripts" / "bench_codebook_schedule.py"), "--variant", "tiny={}",
+        sys.executable, str(ROOT / "scripts" / "bench_schedule.py"), "--variant", "tiny={}",
         "--config", str(ROOT / "configs" / "codebook" / "digits.yaml"), "--work-dir", str(tmp_path / "runs"),
         "--inpc", "1", "--seeds", "1", "--eval-epochs", "1", "--herding-epochs", "0", "--validation-per-class", "5",
         "--json", str(tmp_path / "out.json"), "--set", "epochs=1", "--set", "steps_per_epoch=1",

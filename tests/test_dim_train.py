@@ -15,7 +15,7 @@ from gencond.artifacts import load_generator
 from gencond.cli import main
 from gencond.errors import GencondError
 from gencond.methods.dim import DiMConfig, train_dim
-from gencond.runtime import CPU_FLAGS, slow_bf16_warning
+from gencond.runtime import CPU_FLAGS, resolve_precision, slow_bf16_warning
 from gencond.serve import GeneratorDataset, sample_set
 from gencond.training import RealBatchConfig
 
@@ -275,3 +275,35 @@ def test_bf16_on_a_cpu_without_native_bf16_is_flagged_and_nowhere_else(monkeypat
     assert slow_bf16_warning("no", cpu) is None and slow_bf16_warning("bf16", cuda) is None
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert slow_bf16_warning("bf16", cpu) is None
+
+
+def test_auto_precision_is_bf16_exactly_where_the_device_runs_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("no", cpu) == "no" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    replace(TINY, mixed_precision="auto").check()
+    with pytest.raises(GencondError, match="mixed_precision must be one of no, bf16, auto"):
+        replace(TINY, mixed_precision="fp16").check()
+
+
+@pytest.mark.slow
+def test_schedule_benchmark_trains_dim_variants_and_scores_them_on_the_validation_split(tmp_path):
+    out = tmp_path / "out.json"
+    result = subprocess.run([
+        sys.executable, str(ROOT / "scripts" / "bench_schedule.py"), "--method", "dim",
+        "--config", str(ROOT / "configs" / "dim" / "digits.yaml"), "--variant", "GAN only={}",
+        "--variant", "with matching={match_epochs: 1}", "--work-dir", str(tmp_path / "runs"), "--inpc", "1",
+        "--seeds", "1", "--eval-epochs", "1", "--validation-per-class", "5", "--no-real", "--json", str(out),
+        "--set", "gan_epochs=1", "--set", "match_epochs=0", "--set", "steps_per_epoch=1", "--set", "width=8",
+        "--set", "pool_training.batches=1"], capture_output=True, text=True, check=False, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "dim_schedule" and report["validation_images"] == 50
+    assert [row["training_set"] for row in report["results"]] == ["GAN only", "with matching"]
+    assert report["configs"]["with matching"]["match_epochs"] == 1 and report["configs"]["GAN only"]["match_epochs"] == 0
+    assert all(seconds > 0 for seconds in report["train_seconds"].values())

@@ -60,6 +60,22 @@ def test_instance_norm_gives_group_norms_outputs_and_gradients_in_either_layout(
         assert torch.allclose(norm.bias.grad, reference.bias.grad, atol=1e-3)
 
 
+def test_instance_norm_takes_bf16_channels_last_statistics_in_fp32_and_returns_bf16():
+    from gencond.models.layers import InstanceNorm
+
+    torch.manual_seed(0)
+    norm = InstanceNorm(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-1, 1)
+    # bf16 resolves 0.25 at 50: statistics taken in bf16 would be off by up to ~0.04 here
+    x = (torch.randn(3, 6, 8, 8) * 3 + 50).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert norm.takes_the_view(x)
+    out = norm(x)
+    expected = nn.functional.group_norm(x.float(), 6, norm.weight, norm.bias, norm.eps)  # the same values, fp32
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.float() - expected).abs().max() <= expected.abs().max() * 2**-8  # one bf16 rounding of the output
+
+
 def test_instance_norm_leaves_32x32_and_larger_maps_to_group_norms_kernel():
     from gencond.models.layers import InstanceNorm
 

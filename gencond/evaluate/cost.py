@@ -1,14 +1,20 @@
 """What a step costs, counted and at best: FLOPs through torch's own formulas, and this
-CPU's matrix-product and convolution rates, so FLOPs / rate is a step's floor. Shared by
-the benchmark scripts (``cost_model.py``, ``speed_vs_official.py``)."""
+CPU's matrix-product and convolution rates, so FLOPs / rate is a step's floor. Also: the
+FLOPs and seconds of a generator method's own training steps (:func:`measure_steps`).
+Shared by the benchmark scripts (``cost_model.py``, ``speed_vs_official.py``)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
+
+from gencond.data.base import LazyImageSet, TensorImageSet
+from gencond.training.generator import run_trainer
 
 
 class FlopCounter(TorchDispatchMode):
@@ -66,3 +72,75 @@ RATES = {"matmul": matmul_rate, "conv": conv_rate}  # a step's floor is its FLOP
 def cpu_rates() -> dict[str, float]:
     """This CPU's FLOP/s by kind of operation (see ``RATES``)."""
     return {kind: rate_of() for kind, rate_of in RATES.items()}
+
+
+def step_config(cfg, steps: int, output_dir: str):
+    """``cfg`` cut to one epoch per phase (DiM has two: GAN, then matching) of ``steps`` + 1
+    steps, in fp32 and eager, without sample grids, kept epochs or validation, writing to
+    ``output_dir``: what :func:`measure_steps` runs."""
+    one_epoch = {"gan_epochs": 1, "match_epochs": 1} if hasattr(cfg, "gan_epochs") else {"epochs": 1}
+    return dataclasses.replace(cfg, output_dir=output_dir, steps_per_epoch=steps + 1, sample_every=0, keep_every=0,
+                               select_by="last", mixed_precision="no", compile="no", **one_epoch)
+
+
+@contextlib.contextmanager
+def timed_reads(reading: list[float]):
+    """Add the time spent reading real images (decoding JPEGs, or indexing in-memory
+    pixels) to ``reading[0]`` and their number to ``reading[1]``: the two leaf readers
+    every image set ends in."""
+    originals = {(LazyImageSet, "images_within"): LazyImageSet.images_within, (TensorImageSet, "images"): TensorImageSet.images}
+
+    def timed(read):
+        def wrapper(self, indices, *args):
+            start = time.perf_counter()
+            try:
+                return read(self, indices, *args)
+            finally:
+                reading[0] += time.perf_counter() - start
+                reading[1] += len(indices)
+        return wrapper
+
+    for (cls, name), read in originals.items():
+        setattr(cls, name, timed(read))
+    try:
+        yield
+    finally:
+        for (cls, name), read in originals.items():
+            setattr(cls, name, read)
+
+
+def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object, dict]:
+    """Run ``cfg`` with the trainer's ``train_step`` wrapped: per phase, the FLOPs of its
+    first step (with ``count``; otherwise that step is a warm-up, where compilation happens),
+    the seconds of the others and the seconds they spent reading real images (the loader
+    is synchronous: all of it is time the step waits for data); the model states of the
+    synchronised modules (parameters that learn); and the run's dataset description."""
+    original, phases, states, reading = trainer_class.train_step, {}, {}, [0.0, 0]
+
+    def train_step(self, ctx, item):
+        record = phases.setdefault(getattr(ctx, "phase", 1),
+                                   {"flops": None, "seconds": [], "data_seconds": [], "images_read": [], "first": True})
+        if record.pop("first", False):
+            with FlopCounter() if count else contextlib.nullcontext() as counter:
+                out = original(self, ctx, item)
+            record["flops"] = counter.flops if count else None
+        else:
+            reading[:], start = [0.0, 0], time.perf_counter()
+            out = original(self, ctx, item)
+            record["seconds"].append(time.perf_counter() - start)
+            record["data_seconds"].append(reading[0])
+            record["images_read"].append(reading[1])
+        if not states:
+            states["info"] = self.info
+            for name in self.module_names:
+                module = self.accelerator.unwrap_model(getattr(self, name))
+                states[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        return out
+
+    trainer_class.train_step = train_step
+    try:
+        with timed_reads(reading):
+            run_trainer(trainer_class, cfg)
+    finally:
+        trainer_class.train_step = original
+    return phases, states.pop("info"), states

@@ -61,9 +61,10 @@ def checked_config(cls: type[T], data: dict, where: str) -> T:
     return cfg
 
 
-def add_set_argument(parser, help: str = "override a field of the config (a YAML value)") -> None:
-    """``--set KEY=VALUE`` (repeatable), read by :func:`config_with_sets`."""
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+def add_set_argument(parser, help: str = "override a field of the config (a YAML value)", flag: str = "--set") -> None:
+    """``--set KEY=VALUE`` (repeatable; or ``flag``, for a script with several configs), read
+    by :func:`config_with_sets`."""
+    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:

@@ -25,7 +25,9 @@ class InstanceNorm(nn.GroupNorm):
     group-norm kernel, which with one channel per group walks the channels with a stride:
     on a 2-core AVX-512 EPYC that kernel took 58 ms at 256x128x16x16 and 13 ms at 8x8
     against 3 and 1 ms for the same maps in NCHW, and the view 10 and 2 ms. From 32x32
-    up ATen's kernel is the faster one (18 ms against 37)."""
+    up ATen's kernel is the faster one (18 ms against 37). A bf16 map (autocast) takes the
+    view too, with its statistics in fp32: ATen's bf16 kernel was slower still, and DM's
+    real forward in bf16 only paid off through the view (README, issue 13)."""
 
     VIEW_BELOW_PIXELS = 32 * 32
 
@@ -33,9 +35,9 @@ class InstanceNorm(nn.GroupNorm):
         super().__init__(channels, channels, eps=eps, affine=True)
 
     def takes_the_view(self, x: torch.Tensor) -> bool:
-        """A float map in channels-last layout (not also NCHW-contiguous) under 32x32."""
+        """A float or bf16 map in channels-last layout (not also NCHW-contiguous) under 32x32."""
         return (x.dim() == 4 and x.shape[2] * x.shape[3] < self.VIEW_BELOW_PIXELS
-                and x.dtype in (torch.float32, torch.float64)
+                and x.dtype in (torch.float32, torch.float64, torch.bfloat16)
                 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,9 +45,11 @@ class InstanceNorm(nn.GroupNorm):
             return super().forward(x)
         n, c, h, w = x.shape
         pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: no copy for channels-last
+        if pixels.dtype == torch.bfloat16:
+            pixels = pixels.float()  # statistics in fp32
         centred = pixels - pixels.mean(1, keepdim=True)
         scale = self.weight * torch.rsqrt(centred.square().mean(1, keepdim=True) + self.eps)
-        return torch.addcmul(self.bias, centred, scale).view(n, h, w, c).permute(0, 3, 1, 2)
+        return torch.addcmul(self.bias, centred, scale).to(x.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def make_norm(kind: str, channels: int, spatial: int | None = None) -> nn.Module:

@@ -46,7 +46,7 @@ from gencond.artifacts.generator import WEIGHTS
 from gencond.artifacts.io import fsync_tree
 from gencond.data import DataConfig
 from gencond.errors import GencondError
-from gencond.runtime import keep_freed_memory, slow_bf16_warning
+from gencond.runtime import keep_freed_memory, resolve_precision, slow_bf16_warning
 from gencond.training.parallel import convert_global_batchnorm
 from gencond.training.validation import draw_fixed_set, validation_score
 
@@ -60,7 +60,7 @@ def trained_generator(output_dir: str | Path) -> Path | None:
     return folder if (folder / WEIGHTS).is_file() else None
 
 
-PRECISIONS = ("no", "bf16")
+PRECISIONS = ("no", "bf16", "auto")
 SELECT_BY = ("last", "validation")
 ON_NONFINITE = ("stop", "rollback")
 
@@ -73,7 +73,9 @@ class GeneratorConfig(DataConfig):
     output_dir: str = field(default="runs/generator", metadata={"help": "checkpoints, sample grids, log, generator"})
     steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch (0 = the method's full epoch)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the generator weights (diffusers EMAModel); 0 = off"})
-    mixed_precision: str = field(default="no", metadata={"help": "no or bf16"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 (autocast), or auto: bf16 where the "
+                                                                 "device runs it natively (a GPU, a CPU with AVX-512 "
+                                                                 "BF16 or AMX), no elsewhere"})
     compile: str = field(default="no", metadata={"help": "no, or a torch.compile backend (inductor: generated "
                                                          "kernels; aot_eager: the traced graph, no code "
                                                          "generation) for the generator's forward and backward"})
@@ -102,7 +104,7 @@ class GeneratorConfig(DataConfig):
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:
-            raise GencondError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
+            raise GencondError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         if min(self.steps_per_epoch, self.save_every_steps, self.keep_every) < 0 or not 0.0 <= self.ema_decay < 1.0:
             raise GencondError("steps_per_epoch, save_every_steps and keep_every must be >= 0 and ema_decay in [0, 1)")
         if self.select_by not in SELECT_BY:
@@ -228,8 +230,9 @@ class GeneratorTrainer:
         keep_freed_memory()
         self.cfg = cfg
         # Without a GPU, cpu=True lets Accelerate pick gloo data parallelism under torchrun.
+        self.precision = resolve_precision(cfg.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+            mixed_precision=self.precision, cpu=not torch.cuda.is_available(),
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.collective_timeout_s))])
         set_seed(cfg.seed)
         self.out = Path(cfg.output_dir)
@@ -545,6 +548,7 @@ class GeneratorTrainer:
             if acc.is_main_process:
                 self.export(self.out / GENERATOR_DIR, **chosen)
                 write_json(self.out / "summary.json", {"method": self.method, "epochs": self.cfg.epochs,
+                                                       "mixed_precision": self.precision,
                                                        "processes": self.world,
                                                        "weights_fingerprint_per_rank": fingerprints,
                                                        "written_by_rank": self.rank, "selection": selection,
@@ -558,8 +562,9 @@ class GeneratorTrainer:
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", asdict(self.cfg))
-        self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}")
-        warning = slow_bf16_warning(self.cfg.mixed_precision, self.device)
+        self.accelerator.print(f"{self.header()}, {self.world} process(es), device {self.device}, "
+                               f"mixed precision {self.precision}")
+        warning = slow_bf16_warning(self.precision, self.device)
         if warning:
             self.accelerator.print(warning)
         if self.progress.epoch == 0 and self.progress.step == 0:

@@ -1,15 +1,19 @@
-"""Choose a codebook-generator schedule on held-out data: variants of one config trained with
-a validation split carved from the training data, their fixed sets scored on that split
-(never the test split), beside random and herded real images of the same carved split.
+"""Choose a generator's schedule on held-out data: variants of one config of a generator
+method (the codebook generator, DiM) trained with a validation split carved from the
+training data, their fixed sets scored on that split (never the test split), beside random
+and herded real images of the same carved split.
 
 Every variant trains with ``validation_per_class`` images per class held out; its fixed
-INPC sets (the first codes) each train a ConvNet-3 from scratch (the evaluation recipe,
-``--eval-epochs``, DSA, ``--seeds`` seeds) that is tested on the validation images. The
-test split is not read. A choice made from this table is then trained on the whole
-training split and measured on the test split by ``gencond bench``.
+INPC sets (the codebook's first codes; DiM's draws of each seed) each train a ConvNet-3
+from scratch (the evaluation recipe, ``--eval-epochs``, DSA, ``--seeds`` seeds) that is
+tested on the validation images. The test split is not read. A choice made from this table
+is then trained on the whole training split and measured on the test split by ``gencond
+bench``.
 
-    python scripts/bench_codebook_schedule.py --config configs/codebook/digits.yaml \\
+    python scripts/bench_schedule.py --config configs/codebook/digits.yaml \\
         --variant 'herding 20 epochs, lr/10={}' --json results/bench_codebook_schedule_digits.json
+    python scripts/bench_schedule.py --method dim --config configs/dim/digits.yaml \\
+        --variant 'as shipped={}' --variant '20 + 5 epochs={gan_epochs: 20, match_epochs: 5}'
 """
 
 from __future__ import annotations
@@ -25,8 +29,14 @@ from gencond.cli import guarded
 from gencond.config import OneLineParser
 from gencond.errors import GencondError
 from gencond.evaluate.protocol import TrainingSet, format_table, run_protocol, selection_sets
-from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_in_folder
-from gencond.methods.codebook import CodebookConfig, train_codebook
+from gencond.evaluate.report import (
+    BenchmarkReport,
+    add_set_argument,
+    config_with_sets,
+    parse_variant,
+    variant_in_folder,
+)
+from gencond.methods import get_method, list_methods
 from gencond.methods.coresets import SelectionConfig, herding
 from gencond.serve import sample_set
 from gencond.training import IndexedData, TrainConfig, resolve_device
@@ -35,11 +45,12 @@ from gencond.training.generator import trained_generator
 
 def main() -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=list_methods("generator"), default="codebook")
     parser.add_argument("--config", default="configs/codebook/digits.yaml")
     add_set_argument(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value}",
                         help="a config variant to train (repeatable; {} = the config as it is)")
-    parser.add_argument("--work-dir", default="runs/bench_codebook_schedule")
+    parser.add_argument("--work-dir", default="runs/bench_schedule")
     parser.add_argument("--validation-per-class", type=int, default=20)
     parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--seeds", type=int, default=2)
@@ -49,18 +60,19 @@ def main() -> None:
                         help="score variants whose generator is already in WORK_DIR without training them again")
     parser.add_argument("--no-real", action="store_true", help="leave out the random and herding rows")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", default="results/bench_codebook_schedule.json")
+    parser.add_argument("--json", default="results/bench_schedule.json")
     args = parser.parse_args()
     if not args.variant or min(args.validation_per_class, args.seeds, args.eval_epochs, *args.inpc) <= 0:
         raise GencondError("give at least one --variant; --validation-per-class, --seeds, --eval-epochs and --inpc "
                            "must be positive")
 
     device = resolve_device(args.device)
-    report = BenchmarkReport("codebook_schedule", vars(args), device)
-    base = config_with_sets(CodebookConfig, args.config, args.set)
+    report = BenchmarkReport(f"{args.method}_schedule", vars(args), device)
+    method = get_method(args.method, "generator")
+    base = config_with_sets(method.config, args.config, args.set)
     base = dataclasses.replace(base, validation_per_class=args.validation_per_class, sample_every=0)
     variants = [parse_variant(item) for item in args.variant]
-    configs = {name: variant_in_folder(CodebookConfig, base, name, overrides, args.work_dir)
+    configs = {name: variant_in_folder(method.config, base, name, overrides, args.work_dir)
                for name, overrides in variants}
     train_seconds = {}
     for name, cfg in configs.items():
@@ -68,7 +80,7 @@ def main() -> None:
             train_seconds[name] = None  # trained by an earlier run: its seconds are in that run's JSON and log
             continue
         start = time.perf_counter()
-        train_codebook(cfg)
+        method.fn(cfg)
         train_seconds[name] = round(time.perf_counter() - start, 1)
 
     splits = base.load_splits()  # the carved split: training images, validation images
@@ -93,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(guarded(main, "bench_codebook_schedule.py"))
+    raise SystemExit(guarded(main, "bench_schedule.py"))
