@@ -75,11 +75,18 @@ def cpu_description() -> dict:
 
 
 def native_bf16(device: torch.device) -> bool | None:
-    """Whether ``device`` runs bf16 natively: a CUDA GPU that supports it, or a CPU with
-    AVX-512 BF16 or AMX (oneDNN's own check); None where that cannot be told (a CPU build
-    without oneDNN)."""
+    """Whether ``device`` runs bf16 natively: a CUDA GPU with bf16 units (not emulation),
+    or a CPU with AVX-512 BF16 or AMX (its /proc/cpuinfo flags; oneDNN's own check, used
+    where no flags can be read, also says yes for plain AVX-512, whose bf16 is emulated);
+    None where that cannot be told."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a torch without the argument counts no emulation
+            return torch.cuda.is_bf16_supported()
+    flags = set(cpu_description()["cpu_flags"])
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -95,14 +102,15 @@ def resolve_precision(mixed_precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "no"
 
 
-def slow_bf16_warning(mixed_precision: str, device: torch.device) -> str | None:
-    """A line for bf16 autocast on a CPU without native bf16 (no AVX-512 BF16 or AMX):
-    oneDNN then emulates it, and a DiM step ran 27-31x slower than fp32 on such a CPU
-    (README, issue 13); None where bf16 is fine or not asked for."""
-    if mixed_precision != "bf16" or device.type != "cpu" or native_bf16(device) is not False:
+def slow_bf16_warning(precision: str, device: torch.device, setting: str = "mixed_precision",
+                      instead: str = "no or auto") -> str | None:
+    """A line for bf16 autocast (``setting``'s value ``precision``) on a CPU without native
+    bf16 (no AVX-512 BF16 or AMX): oneDNN then emulates it, and a DiM step ran 27-31x slower
+    than fp32 on such a CPU (README, issue 13); None where bf16 is fine or not asked for."""
+    if precision != "bf16" or device.type != "cpu" or native_bf16(device) is not False:
         return None
-    return ("warning: mixed_precision bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX) is emulated and "
-            "far slower than fp32; use mixed_precision: no or auto on this machine")
+    return (f"warning: {setting} bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX) is emulated and "
+            f"far slower than fp32; use {setting}: {instead} on this machine")
 
 
 def _run_task(index: int) -> tuple[int, Any]:

@@ -46,7 +46,7 @@ from gencond.training.generator import trained_generator
 def main() -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=list_methods("generator"), default="codebook")
-    parser.add_argument("--config", default="configs/codebook/digits.yaml")
+    parser.add_argument("--config", help="the method's config (default: configs/METHOD/digits.yaml)")
     add_set_argument(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value}",
                         help="a config variant to train (repeatable; {} = the config as it is)")
@@ -69,7 +69,7 @@ def main() -> None:
     device = resolve_device(args.device)
     report = BenchmarkReport(f"{args.method}_schedule", vars(args), device)
     method = get_method(args.method, "generator")
-    base = config_with_sets(method.config, args.config, args.set)
+    base = config_with_sets(method.config, args.config or f"configs/{args.method}/digits.yaml", args.set)
     base = dataclasses.replace(base, validation_per_class=args.validation_per_class, sample_every=0)
     variants = [parse_variant(item) for item in args.variant]
     configs = {name: variant_in_folder(method.config, base, name, overrides, args.work_dir)

@@ -65,8 +65,9 @@ from gencond.runtime import keep_freed_memory
 RESULT_PREFIX = "SPEED_RESULT "
 SIDES = ("official", "gencond")
 OFFICIAL_DIM_FILES = ("gan_model.py", "gen_condense.py", "pool_match.py")
-# The official DiM run (README of vimar-gu/DiM, MNIST): its argparse defaults, and phase 2's
-# `pool_match.py --match logit --match-aug` with a ConvNet pool network trained 16 batches a step.
+# The official DiM scripts' settings for MNIST (their argparse defaults but batch 64, the paper's,
+# and no loader worker processes: 2 cores), and phase 2's `pool_match.py --match logit --match-aug`
+# with a ConvNet pool network trained 16 batches a step.
 OFFICIAL_DIM_ARGS = dict(data="mnist", num_classes=10, dim_noise=100, batch_size=64, num_workers=0, print_freq=50,
                          aug_type="color_crop_cutout", mixup_net="cut", bias=False, fc=False, mix_p=-1.0, beta=1.0,
                          seed=3407)
@@ -108,7 +109,8 @@ def official_dm(official_dir: str, ipc: int, iterations: int, data_root: str) ->
                 str(iterations), "--num_exp", "1", "--num_eval", "0", "--batch_real", "256", "--init", "real",
                 "--data_path", data_root, "--save_path", tempfile.mkdtemp(prefix="dm_official_")]
     main_DM.main()
-    return {dm_label(ipc): {"seconds": [end - start for start, end in zip(starts[1:], ends[1:])], "flops": counter.flops}}
+    seconds = [end - start for start, end in zip(starts[1:], ends[1:])]
+    return {dm_label(ipc): {"seconds": seconds, "flops": counter.flops}}
 
 
 def gencond_dm(config: str, ipc: int, iterations: int, data_root: str, sets: list[str]) -> dict[str, dict]:
@@ -167,6 +169,10 @@ def official_dim(official_dir: str, steps: int, data_root: str) -> dict[str, dic
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
+        if hasattr(module, "define_model"):  # pool_match draws the pool network at random: take args.match_model
+            draw = module.define_model
+            module.define_model = lambda args, num_classes, e_model=None: draw(args, num_classes,
+                                                                                e_model or args.match_model)
         loader, _ = module.load_data(args)
         batches = StampedBatches(list(itertools.islice(loader, steps + 1)), loader)
         generator, critic = gan_model.Generator(args).to(module.DEVICE), gan_model.Discriminator(args).to(module.DEVICE)
@@ -184,7 +190,8 @@ def gencond_dim(config: str, steps: int, data_root: str, sets: list[str]) -> dic
     """Per phase, seconds of steps 1..N of gencond's DiM trainer and the FLOPs of step 0."""
     cfg = config_with_sets(DiMConfig, config, [f"data_root={data_root}", *OFFICIAL_DIM_SHAPE, *sets])
     with tempfile.TemporaryDirectory(prefix="dim_gencond_") as work:  # at the config's precision and compile
-        run = dataclasses.replace(step_config(cfg, steps, work), mixed_precision=cfg.mixed_precision, compile=cfg.compile)
+        run = dataclasses.replace(step_config(cfg, steps, work), mixed_precision=cfg.mixed_precision,
+                                  compile=cfg.compile)
         phases, _, _ = measure_steps(DiMTrainer, run)
     return {f"DiM phase {phase}": {"seconds": record["seconds"], "flops": record["flops"]}
             for phase, record in sorted(phases.items())}
@@ -204,7 +211,8 @@ def measure(args, side: str, method: str, ipc: int) -> dict[str, dict]:
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise GencondError(f"the {side} {method} measurement failed: {last}")
+        what = f"DM measurement at IPC {ipc}" if method == "dm" else "DiM measurement"
+        raise GencondError(f"the {side} {what} failed: {last}")
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
@@ -296,7 +304,8 @@ def main() -> None:
                       f"{ours['seconds_per_step'] / ours['floor_seconds']:.1f}x"])
     print(f"\nMNIST; DM: batch_real 256; DiM: width 196, batch 64. {args.iterations} timed steps per run, "
           f"{args.repeats} runs per code (mean ± std of run medians), {args.threads} thread(s); fp32 GFLOP/s: "
-          f"matrix product {gflops['matmul']:.0f}, ConvNet-3 convolution {gflops['conv']:.0f} (the floor uses the faster)\n")
+          f"matrix product {gflops['matmul']:.0f}, ConvNet-3 convolution {gflops['conv']:.0f} "
+          "(the floor uses the faster)\n")
     print(format_rows(["step", "official s", "gencond s", "gencond / official", "GFLOP (official / gencond)",
                        "floor s", "over floor (official / gencond)"], table))
     report.add(gflops={kind: [r / 1e9 for r in values] for kind, values in rates.items()}, rows=rows)

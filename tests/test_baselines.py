@@ -67,6 +67,18 @@ def test_dm_config_rejects_an_unknown_real_precision():
         DMConfig(real_precision="fp16").check()
 
 
+def test_dm_in_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch):
+    import gencond.runtime
+    from gencond.methods.dm import distribution_matching
+
+    monkeypatch.setattr(gencond.runtime, "cpu_description", lambda: {"cpu_flags": ["avx2", "avx512f"]})
+    lines = []
+    cfg = DMConfig(iterations=1, batch_real=4, real_precision="bf16", log_every=0)
+    distribution_matching(cfg, cfg.load_splits(), lines.append)
+    (warning,) = [line for line in lines if line.startswith("warning")]
+    assert "real_precision bf16" in warning and "real_precision: fp32" in warning
+
+
 # --- class-wise siamese augmentation ---
 
 

@@ -267,24 +267,39 @@ def test_a_compiled_generator_takes_the_eager_steps_and_saves_the_same_names(tra
         replace(TINY, compile="nope").check()
 
 
+def cpu_with_flags(monkeypatch, *flags):
+    """This process's CPU as one with ``flags`` (none: flags unreadable, oneDNN's check decides)."""
+    import gencond.runtime
+
+    monkeypatch.setattr(gencond.runtime, "cpu_description", lambda: {"cpu_flags": list(flags)})
+
+
 def test_bf16_on_a_cpu_without_native_bf16_is_flagged_and_nowhere_else(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # oneDNN: yes for any AVX-512
+    cpu_with_flags(monkeypatch, "avx2", "avx512f")
     line = slow_bf16_warning("bf16", cpu)
     assert line.startswith("warning: mixed_precision bf16") and "\n" not in line
     assert slow_bf16_warning("no", cpu) is None and slow_bf16_warning("bf16", cuda) is None
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    cpu_with_flags(monkeypatch, "avx512f", "avx512_bf16")
     assert slow_bf16_warning("bf16", cpu) is None
 
 
 def test_auto_precision_is_bf16_exactly_where_the_device_runs_it_natively(monkeypatch):
     cpu = torch.device("cpu")
+    for flags, expected in ((("avx512f", "avx512_bf16"), "bf16"), (("avx2", "amx_bf16"), "bf16"),
+                            (("avx2", "avx512f"), "no")):
+        cpu_with_flags(monkeypatch, *flags)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("no", cpu) == "no" and resolve_precision("bf16", cpu) == "bf16"
+    cpu_with_flags(monkeypatch)  # no flags to read: oneDNN's check
     for native, expected in ((True, "bf16"), (False, "no")):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
         assert resolve_precision("auto", cpu) == expected
-        assert resolve_precision("no", cpu) == "no" and resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    emulation = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: emulation.append(
+        including_emulation) or not including_emulation)
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16" and emulation == [False]
     replace(TINY, mixed_precision="auto").check()
     with pytest.raises(GencondError, match="mixed_precision must be one of no, bf16, auto"):
         replace(TINY, mixed_precision="fp16").check()
@@ -305,5 +320,6 @@ def test_schedule_benchmark_trains_dim_variants_and_scores_them_on_the_validatio
     report = json.loads(out.read_text())
     assert report["benchmark"] == "dim_schedule" and report["validation_images"] == 50
     assert [row["training_set"] for row in report["results"]] == ["GAN only", "with matching"]
-    assert report["configs"]["with matching"]["match_epochs"] == 1 and report["configs"]["GAN only"]["match_epochs"] == 0
+    assert report["configs"]["with matching"]["match_epochs"] == 1
+    assert report["configs"]["GAN only"]["match_epochs"] == 0
     assert all(seconds > 0 for seconds in report["train_seconds"].values())

@@ -33,7 +33,7 @@ from gencond.losses.matching import class_means
 from gencond.methods._registry import register_method
 from gencond.methods.pixel import ImageTrainer, PixelConfig, run_iterations
 from gencond.models import embed, has_batch_norm
-from gencond.runtime import keep_freed_memory
+from gencond.runtime import keep_freed_memory, slow_bf16_warning
 from gencond.training.networks import resolve_device
 
 REAL_PRECISIONS = ("fp32", "bf16")
@@ -68,7 +68,8 @@ def real_embeddings(net: torch.nn.Module, images: torch.Tensor, chunk: int, bf16
     if has_batch_norm(net) or chunk <= 0:
         chunk = len(images)
     with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return torch.cat([embed(net, part) for part in images.split(chunk)]).float()
+        features = torch.cat([embed(net, part) for part in images.split(chunk)])
+    return features.float() if bf16 else features
 
 
 def distribution_matching_loss(real_features: torch.Tensor, real_labels: torch.Tensor, syn_features: torch.Tensor,
@@ -101,6 +102,10 @@ def distribution_matching(cfg: DMConfig, splits: DatasetSplits, log=print) -> Co
     """DM: match mean embeddings of random networks, per class (Zhao & Bilen 2023)."""
     cfg.check()
     keep_freed_memory()
-    trainer = ImageTrainer(cfg, splits.train, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    warning = slow_bf16_warning(cfg.real_precision, device, "real_precision", "fp32")
+    if warning:
+        log(warning)
+    trainer = ImageTrainer(cfg, splits.train, device)
     losses = run_iterations(cfg, "dm", lambda i: dm_iteration(trainer), log)
     return trainer.result("dm", {"final_loss": losses[-1]})
