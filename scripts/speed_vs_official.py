@@ -35,7 +35,6 @@ machine falls on both.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import itertools
 import json
@@ -190,9 +189,7 @@ def gencond_dim(config: str, steps: int, data_root: str, sets: list[str]) -> dic
     """Per phase, seconds of steps 1..N of gencond's DiM trainer and the FLOPs of step 0."""
     cfg = config_with_sets(DiMConfig, config, [f"data_root={data_root}", *OFFICIAL_DIM_SHAPE, *sets])
     with tempfile.TemporaryDirectory(prefix="dim_gencond_") as work:  # at the config's precision and compile
-        run = dataclasses.replace(step_config(cfg, steps, work), mixed_precision=cfg.mixed_precision,
-                                  compile=cfg.compile)
-        phases, _, _ = measure_steps(DiMTrainer, run)
+        phases, _, _ = measure_steps(DiMTrainer, step_config(cfg, steps, work))
     return {f"DiM phase {phase}": {"seconds": record["seconds"], "flops": record["flops"]}
             for phase, record in sorted(phases.items())}
 
@@ -248,8 +245,10 @@ def check_arguments(args) -> None:
     missing = [name for name in OFFICIAL_DIM_FILES if args.official_dim and not Path(args.official_dim, name).is_file()]
     if missing:
         raise GencondError(f"{args.official_dim}: no {', '.join(missing)} (a DiM checkout)")
-    config_with_sets(DMConfig, args.dm_config, args.dm_set)
-    config_with_sets(DiMConfig, args.dim_config, [*OFFICIAL_DIM_SHAPE, *args.dim_set])
+    if args.official_dm:
+        config_with_sets(DMConfig, args.dm_config, args.dm_set)
+    if args.official_dim:
+        config_with_sets(DiMConfig, args.dim_config, [*OFFICIAL_DIM_SHAPE, *args.dim_set])
 
 
 def main() -> None:
