@@ -93,6 +93,9 @@ def native_bf16(device: torch.device) -> bool | None:
         return None
 
 
+PRECISIONS = ("no", "bf16", "auto")  # the values of every mixed-precision setting (Accelerate's, plus auto)
+
+
 def resolve_precision(mixed_precision: str, device: torch.device) -> str:
     """``auto`` becomes ``bf16`` where ``device`` runs bf16 natively and ``no`` elsewhere
     (emulated bf16 ran a DiM step 27-31x slower than fp32 on a CPU without it); ``no`` and
@@ -102,15 +105,14 @@ def resolve_precision(mixed_precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "no"
 
 
-def slow_bf16_warning(precision: str, device: torch.device, setting: str = "mixed_precision",
-                      instead: str = "no or auto") -> str | None:
+def slow_bf16_warning(precision: str, device: torch.device, setting: str = "mixed_precision") -> str | None:
     """A line for bf16 autocast (``setting``'s value ``precision``) on a CPU without native
     bf16 (no AVX-512 BF16 or AMX): oneDNN then emulates it, and a DiM step ran 27-31x slower
     than fp32 on such a CPU (README, issue 13); None where bf16 is fine or not asked for."""
     if precision != "bf16" or device.type != "cpu" or native_bf16(device) is not False:
         return None
     return (f"warning: {setting} bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX) is emulated and "
-            f"far slower than fp32; use {setting}: {instead} on this machine")
+            f"far slower than fp32; use {setting}: no or auto on this machine")
 
 
 def _run_task(index: int) -> tuple[int, Any]:

@@ -90,7 +90,7 @@ def main() -> None:
 
     config_cls, trainer_class = METHODS[args.method]
     cfg = config_with_sets(config_cls, args.config, args.set)
-    epochs = {1: cfg.gan_epochs, 2: cfg.match_epochs} if args.method == "dim" else {1: cfg.epochs}
+    epochs = cfg.phase_epochs()
     run_cfg = dataclasses.replace(step_config(cfg, args.steps, args.work_dir), mixed_precision="no", compile="no")
     variants = {variant: step_variant(run_cfg, variant, args.compile_backend, args.work_dir) for variant in args.variants}
     report = BenchmarkReport("cost model", vars(args), resolve_device("cpu"))

@@ -57,7 +57,7 @@ from gencond.evaluate.cost import FlopCounter, cpu_rates, measure_steps, step_co
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets
 from gencond.methods.dim import DiMConfig, DiMTrainer
-from gencond.methods.dm import DMConfig, dm_iteration
+from gencond.methods.dm import DMConfig, dm_iteration, real_forward_in_bf16
 from gencond.methods.pixel import ImageTrainer
 from gencond.runtime import keep_freed_memory
 
@@ -117,12 +117,13 @@ def gencond_dm(config: str, ipc: int, iterations: int, data_root: str, sets: lis
     cfg = config_with_sets(DMConfig, config, [f"ipc={ipc}", f"data_root={data_root}", *sets])
     keep_freed_memory()  # as `gencond condense dm` does
     trainer = ImageTrainer(cfg, cfg.load_splits().train, torch.device("cpu"))
+    real_bf16 = real_forward_in_bf16(cfg, trainer.device)
     with FlopCounter() as counter:
-        dm_iteration(trainer)
+        dm_iteration(trainer, real_bf16)
     seconds = []
     for _ in range(iterations):
         start = time.perf_counter()
-        dm_iteration(trainer)
+        dm_iteration(trainer, real_bf16)
         seconds.append(time.perf_counter() - start)
     return {dm_label(ipc): {"seconds": seconds, "flops": counter.flops}}
 

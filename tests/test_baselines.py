@@ -62,9 +62,9 @@ def test_dm_real_embeddings_in_bf16_are_fp32_class_means_within_bf16_rounding():
     assert ((rounded_means - means).norm() / means.norm()).item() < 1e-2  # bf16 keeps 8 bits: 2^-8 = 0.4 %
 
 
-def test_dm_config_rejects_an_unknown_real_precision():
-    with pytest.raises(GencondError, match="real_precision"):
-        DMConfig(real_precision="fp16").check()
+def test_dm_config_rejects_an_unknown_real_mixed_precision():
+    with pytest.raises(GencondError, match="real_mixed_precision"):
+        DMConfig(real_mixed_precision="fp32").check()
 
 
 def test_dm_in_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch):
@@ -73,10 +73,22 @@ def test_dm_in_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch
 
     monkeypatch.setattr(gencond.runtime, "cpu_description", lambda: {"cpu_flags": ["avx2", "avx512f"]})
     lines = []
-    cfg = DMConfig(iterations=1, batch_real=4, real_precision="bf16", log_every=0)
+    cfg = DMConfig(iterations=1, batch_real=4, real_mixed_precision="bf16", log_every=0)
     distribution_matching(cfg, cfg.load_splits(), lines.append)
     (warning,) = [line for line in lines if line.startswith("warning")]
-    assert "real_precision bf16" in warning and "real_precision: fp32" in warning
+    assert "real_mixed_precision bf16" in warning and "real_mixed_precision: no or auto" in warning
+
+
+def test_dm_real_mixed_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
+    import gencond.runtime
+    from gencond.methods.dm import real_forward_in_bf16
+
+    cpu = torch.device("cpu")
+    for flags, native in ((["avx512f", "avx512_bf16"], True), (["avx512f"], False), (["avx2", "amx_bf16"], True)):
+        monkeypatch.setattr(gencond.runtime, "cpu_description", lambda flags=flags: {"cpu_flags": flags})
+        assert real_forward_in_bf16(DMConfig(real_mixed_precision="auto"), cpu) is native
+        assert real_forward_in_bf16(DMConfig(real_mixed_precision="bf16"), cpu) is True
+        assert real_forward_in_bf16(DMConfig(), cpu) is False
 
 
 # --- class-wise siamese augmentation ---

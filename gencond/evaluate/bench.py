@@ -287,22 +287,23 @@ def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], dev
     """Train every cell not yet cached, then gather one result per (row, architecture,
     augmentation) from the caches."""
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    fingerprints = {(number, augment): protocol_fingerprint(splits, row_recipe(cfg, row, augment))
+                    for number, row in enumerate(rows) for augment in cfg.augment}
+    keys = {(number, arch, augment, seed): cell_key(fingerprints[number, augment], row, arch, augment, seed)
+            for number, row in enumerate(rows) for arch in cfg.arch for augment in cfg.augment for seed in seeds}
 
-    def key(row: BenchRow, arch: str, augment: str, seed: int) -> str:
-        return cell_key(protocol_fingerprint(splits, row_recipe(cfg, row, augment)), row, arch, augment, seed)
-
-    def pending(row: BenchRow, arch: str, augment: str, seed: int) -> PendingCell:
-        return PendingCell(row.cache, key(row, arch, augment, seed), lambda: evaluate_cell(
+    def pending(number: int, arch: str, augment: str, seed: int) -> PendingCell:
+        row = rows[number]
+        return PendingCell(row.cache, keys[number, arch, augment, seed], lambda: evaluate_cell(
             splits, row.training_set, arch, "hard", seed, row_recipe(cfg, row, augment), device),
             f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}")
 
-    train_cells([pending(row, arch, augment, seed) for row in rows for arch in cfg.arch for augment in cfg.augment
-                 for seed in seeds], cfg.workers, "cells", log)
+    train_cells([pending(*cell) for cell in keys], cfg.workers, "cells", log)
     results = []
-    for row in rows:
+    for number, row in enumerate(rows):
         for arch in cfg.arch:
             for augment in cfg.augment:
-                records = [row.cache.get(key(row, arch, augment, s)) for s in seeds]
+                records = [row.cache.get(keys[number, arch, augment, s]) for s in seeds]
                 results.append(RowResult(row.training_set.name, row.training_set.ipc, arch,
                                          [r["accuracy"] for r in records], [r["train_seconds"] for r in records],
                                          augment=augment if len(cfg.augment) > 1 else ""))

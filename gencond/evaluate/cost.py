@@ -78,9 +78,8 @@ def step_config(cfg, steps: int, output_dir: str):
     """``cfg`` cut to one epoch per phase (DiM has two: GAN, then matching) of ``steps`` + 1
     steps, without sample grids, kept epochs or validation, writing to ``output_dir``: what
     :func:`measure_steps` runs (at the config's precision and compile setting)."""
-    one_epoch = {"gan_epochs": 1, "match_epochs": 1} if hasattr(cfg, "gan_epochs") else {"epochs": 1}
-    return dataclasses.replace(cfg, output_dir=output_dir, steps_per_epoch=steps + 1, sample_every=0, keep_every=0,
-                               select_by="last", **one_epoch)
+    return dataclasses.replace(cfg.one_epoch_per_phase(), output_dir=output_dir, steps_per_epoch=steps + 1,
+                               sample_every=0, keep_every=0, select_by="last")
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ are in [-1, 1] for the GAN and in the dataset's normalized space for pool networ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -84,6 +84,12 @@ class DiMConfig(GeneratorConfig):
     @property
     def epochs(self) -> int:
         return self.gan_epochs + self.match_epochs
+
+    def phase_epochs(self) -> dict[int, int]:
+        return {1: self.gan_epochs, 2: self.match_epochs}
+
+    def one_epoch_per_phase(self) -> DiMConfig:
+        return replace(self, gan_epochs=1, match_epochs=1)
 
     def check(self) -> None:
         super().check()

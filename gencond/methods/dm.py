@@ -33,10 +33,8 @@ from gencond.losses.matching import class_means
 from gencond.methods._registry import register_method
 from gencond.methods.pixel import ImageTrainer, PixelConfig, run_iterations
 from gencond.models import embed, has_batch_norm
-from gencond.runtime import keep_freed_memory, slow_bf16_warning
+from gencond.runtime import PRECISIONS, keep_freed_memory, resolve_precision, slow_bf16_warning
 from gencond.training.networks import resolve_device
-
-REAL_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -48,14 +46,16 @@ class DMConfig(PixelConfig):
     dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "siamese augmentation, one draw per class "
                                                                           "(the DSA README drops flip for digits)"})
     embed_chunk: int = field(default=256, metadata={"help": "real images per forward (0 = all; batch-norm nets: all)"})
-    real_precision: str = field(default="fp32", metadata={
-        "help": "fp32 (paper), or bf16: the real images' forward (no gradients; most of an iteration) under bf16 "
-                "autocast, on a GPU or a CPU with native bf16 (AVX-512 BF16, AMX); the synthetic side stays fp32"})
+    real_mixed_precision: str = field(default="no", metadata={
+        "help": "no (fp32, the paper), bf16: the real images' forward (no gradients; most of an iteration) under bf16 "
+                "autocast, for a GPU or a CPU with native bf16 (AVX-512 BF16, AMX); the synthetic side stays fp32; "
+                "or auto: bf16 where the device runs it natively"})
 
     def check(self) -> None:
         super().check()
-        if self.real_precision not in REAL_PRECISIONS:
-            raise GencondError(f"real_precision must be one of {', '.join(REAL_PRECISIONS)}, got {self.real_precision!r}")
+        if self.real_mixed_precision not in PRECISIONS:
+            raise GencondError(f"real_mixed_precision must be one of {', '.join(PRECISIONS)}, "
+                               f"got {self.real_mixed_precision!r}")
 
 
 def real_embeddings(net: torch.nn.Module, images: torch.Tensor, chunk: int, bf16: bool = False) -> torch.Tensor:
@@ -82,15 +82,22 @@ def distribution_matching_loss(real_features: torch.Tensor, real_labels: torch.T
     return ((real_means - syn_means)[present] ** 2).sum()
 
 
-def dm_iteration(trainer: ImageTrainer) -> float:
-    """One image update of Algorithm 1, all classes at once."""
+def real_forward_in_bf16(cfg: DMConfig, device: torch.device) -> bool:
+    """Whether the real images' forward runs under bf16 autocast (``real_mixed_precision``
+    resolved for ``device``: ``auto`` is bf16 only where the device runs it natively)."""
+    return resolve_precision(cfg.real_mixed_precision, device) == "bf16"
+
+
+def dm_iteration(trainer: ImageTrainer, real_bf16: bool = False) -> float:
+    """One image update of Algorithm 1, all classes at once (``real_bf16``: the real
+    forward under bf16 autocast)."""
     info = trainer.info
     net = trainer.fresh_network().train().requires_grad_(False)
     real, real_labels = trainer.real_batch()
     draw = trainer.augment.draw_groups(info.num_classes, info.image_size, trainer.device)
     with torch.no_grad():
         real = draw(real, real_labels)
-    real_features = real_embeddings(net, real, trainer.cfg.embed_chunk, trainer.cfg.real_precision == "bf16")
+    real_features = real_embeddings(net, real, trainer.cfg.embed_chunk, real_bf16)
     syn_features = embed(net, draw(trainer.images, trainer.labels))
     loss = distribution_matching_loss(real_features, real_labels, syn_features, trainer.labels, info.num_classes)
     trainer.step(loss)
@@ -103,9 +110,9 @@ def distribution_matching(cfg: DMConfig, splits: DatasetSplits, log=print) -> Co
     cfg.check()
     keep_freed_memory()
     device = resolve_device(cfg.device)
-    warning = slow_bf16_warning(cfg.real_precision, device, "real_precision", "fp32")
+    warning = slow_bf16_warning(cfg.real_mixed_precision, device, "real_mixed_precision")
     if warning:
         log(warning)
-    trainer = ImageTrainer(cfg, splits.train, device)
-    losses = run_iterations(cfg, "dm", lambda i: dm_iteration(trainer), log)
+    trainer, real_bf16 = ImageTrainer(cfg, splits.train, device), real_forward_in_bf16(cfg, device)
+    losses = run_iterations(cfg, "dm", lambda i: dm_iteration(trainer, real_bf16), log)
     return trainer.result("dm", {"final_loss": losses[-1]})

@@ -33,7 +33,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from gencond.artifacts.generator import WEIGHTS
 from gencond.artifacts.io import fsync_tree
 from gencond.data import DataConfig
 from gencond.errors import GencondError
-from gencond.runtime import keep_freed_memory, resolve_precision, slow_bf16_warning
+from gencond.runtime import PRECISIONS, keep_freed_memory, resolve_precision, slow_bf16_warning
 from gencond.training.parallel import convert_global_batchnorm
 from gencond.training.validation import draw_fixed_set, validation_score
 
@@ -60,7 +60,6 @@ def trained_generator(output_dir: str | Path) -> Path | None:
     return folder if (folder / WEIGHTS).is_file() else None
 
 
-PRECISIONS = ("no", "bf16", "auto")
 SELECT_BY = ("last", "validation")
 ON_NONFINITE = ("stop", "rollback")
 
@@ -101,6 +100,14 @@ class GeneratorConfig(DataConfig):
                                                                   "the global batch (every process's share), so N "
                                                                   "processes at batch B/N take the steps of one at "
                                                                   "B; off: each process normalises its own share"})
+
+    def phase_epochs(self) -> dict[int, int]:
+        """Epochs of each training phase by phase number: one phase, unless the method has more."""
+        return {1: self.epochs}
+
+    def one_epoch_per_phase(self) -> GeneratorConfig:
+        """This config with every phase cut to one epoch."""
+        return replace(self, epochs=1)
 
     def check(self) -> None:
         if self.mixed_precision not in PRECISIONS:
