@@ -13,7 +13,7 @@ bench``.
     python scripts/bench_schedule.py --config configs/codebook/digits.yaml \\
         --variant 'herding 20 epochs, lr/10={}' --json results/bench_codebook_schedule_digits.json
     python scripts/bench_schedule.py --method dim --config configs/dim/digits.yaml \\
-        --variant 'as shipped={}' --variant '20 + 5 epochs={gan_epochs: 20, match_epochs: 5}'
+        --variant 'as shipped={}' --variant '40 + 10 epochs at 1e-4={gan_epochs: 40, match_epochs: 10, lr: 0.0001}'
 """
 
 from __future__ import annotations

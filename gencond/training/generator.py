@@ -67,7 +67,9 @@ ON_NONFINITE = ("stop", "rollback")
 @dataclass
 class GeneratorConfig(DataConfig):
     """What every generator-training run has; a method's config extends it and says how
-    many epochs the run has (a field or a property named ``epochs``)."""
+    many epochs the run has (a field or a property named ``epochs``). A method whose
+    ``epochs`` is a property (several phases, as DiM) overrides ``phase_epochs`` and
+    ``one_epoch_per_phase``."""
 
     output_dir: str = field(default="runs/generator", metadata={"help": "checkpoints, sample grids, log, generator"})
     steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch (0 = the method's full epoch)"})
