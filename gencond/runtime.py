@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from gencond.errors import GencondError
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 1 << 30
 _configured = False
@@ -94,6 +96,12 @@ def native_bf16(device: torch.device) -> bool | None:
 
 
 PRECISIONS = ("no", "bf16", "auto")  # the values of every mixed-precision setting (Accelerate's, plus auto)
+
+
+def check_precision(setting: str, value: str) -> None:
+    """One line naming ``setting`` unless ``value`` is one of :data:`PRECISIONS`."""
+    if value not in PRECISIONS:
+        raise GencondError(f"{setting} must be one of {', '.join(PRECISIONS)}, got {value!r}")
 
 
 def resolve_precision(mixed_precision: str, device: torch.device) -> str:

@@ -28,12 +28,11 @@ import torch
 from gencond.artifacts import CondensedSet
 from gencond.augment import DEFAULT_STRATEGY
 from gencond.data import DatasetSplits
-from gencond.errors import GencondError
 from gencond.losses.matching import class_means
 from gencond.methods._registry import register_method
 from gencond.methods.pixel import ImageTrainer, PixelConfig, run_iterations
 from gencond.models import embed, has_batch_norm
-from gencond.runtime import PRECISIONS, keep_freed_memory, resolve_precision, slow_bf16_warning
+from gencond.runtime import check_precision, keep_freed_memory, resolve_precision, slow_bf16_warning
 from gencond.training.networks import resolve_device
 
 
@@ -53,9 +52,7 @@ class DMConfig(PixelConfig):
 
     def check(self) -> None:
         super().check()
-        if self.real_mixed_precision not in PRECISIONS:
-            raise GencondError(f"real_mixed_precision must be one of {', '.join(PRECISIONS)}, "
-                               f"got {self.real_mixed_precision!r}")
+        check_precision("real_mixed_precision", self.real_mixed_precision)
 
 
 def real_embeddings(net: torch.nn.Module, images: torch.Tensor, chunk: int, bf16: bool = False) -> torch.Tensor:

@@ -46,7 +46,7 @@ from gencond.artifacts.generator import WEIGHTS
 from gencond.artifacts.io import fsync_tree
 from gencond.data import DataConfig
 from gencond.errors import GencondError
-from gencond.runtime import PRECISIONS, keep_freed_memory, resolve_precision, slow_bf16_warning
+from gencond.runtime import check_precision, keep_freed_memory, resolve_precision, slow_bf16_warning
 from gencond.training.parallel import convert_global_batchnorm
 from gencond.training.validation import draw_fixed_set, validation_score
 
@@ -112,8 +112,7 @@ class GeneratorConfig(DataConfig):
         return replace(self, epochs=1)
 
     def check(self) -> None:
-        if self.mixed_precision not in PRECISIONS:
-            raise GencondError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
+        check_precision("mixed_precision", self.mixed_precision)
         if min(self.steps_per_epoch, self.save_every_steps, self.keep_every) < 0 or not 0.0 <= self.ema_decay < 1.0:
             raise GencondError("steps_per_epoch, save_every_steps and keep_every must be >= 0 and ema_decay in [0, 1)")
         if self.select_by not in SELECT_BY:
