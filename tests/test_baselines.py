@@ -79,6 +79,17 @@ def test_dm_in_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch
     assert "real_mixed_precision bf16" in warning and "real_mixed_precision: no or auto" in warning
 
 
+def test_dm_records_the_precision_its_real_forward_ran_in(monkeypatch):
+    import gencond.runtime
+    from gencond.methods.dm import distribution_matching
+
+    monkeypatch.setattr(gencond.runtime, "cpu_description", lambda: {"cpu_flags": ["avx2", "avx512f"]})
+    for setting, ran in (("no", "fp32"), ("auto", "fp32"), ("bf16", "bf16")):
+        cfg = DMConfig(iterations=1, batch_real=4, real_mixed_precision=setting, log_every=0)
+        result = distribution_matching(cfg, cfg.load_splits(), lambda line: None)
+        assert (result.config["real_mixed_precision"], result.config["real_forward"]) == (setting, ran)
+
+
 def test_dm_real_mixed_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
     import gencond.runtime
     from gencond.methods.dm import real_forward_in_bf16

@@ -46,9 +46,9 @@ class DMConfig(PixelConfig):
                                                                           "(the DSA README drops flip for digits)"})
     embed_chunk: int = field(default=256, metadata={"help": "real images per forward (0 = all; batch-norm nets: all)"})
     real_mixed_precision: str = field(default="no", metadata={
-        "help": "no (fp32, the paper), bf16: the real images' forward (no gradients; most of an iteration) under bf16 "
-                "autocast, for a GPU or a CPU with native bf16 (AVX-512 BF16, AMX); the synthetic side stays fp32; "
-                "or auto: bf16 where the device runs it natively"})
+        "help": "the real images' forward (no gradients; most of an iteration): no: fp32 (the paper); auto: under "
+                "bf16 autocast where the device runs bf16 natively (a GPU, a CPU with AVX-512 BF16 or AMX), fp32 "
+                "elsewhere (the CPU-sized configs); bf16: always. The synthetic side stays fp32"})
 
     def check(self) -> None:
         super().check()
@@ -112,4 +112,4 @@ def distribution_matching(cfg: DMConfig, splits: DatasetSplits, log=print) -> Co
         log(warning)
     trainer, real_bf16 = ImageTrainer(cfg, splits.train, device), real_forward_in_bf16(cfg, device)
     losses = run_iterations(cfg, "dm", lambda i: dm_iteration(trainer, real_bf16), log)
-    return trainer.result("dm", {"final_loss": losses[-1]})
+    return trainer.result("dm", {"final_loss": losses[-1], "real_forward": "bf16" if real_bf16 else "fp32"})
