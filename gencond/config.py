@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -86,12 +87,30 @@ def config_from_dict(cls: type[T], values: dict, where: str = "config") -> T:
     return dataclasses.replace(base, **kwargs)
 
 
+class _TrueFalseLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) with YAML 1.2's booleans only: true and false. YAML 1.1
+    also reads yes/no/on/off as booleans, which turned ``mixed_precision: no`` (Accelerate's
+    word for fp32) into False. Numbers keep YAML 1.1's rules."""
+
+
+_TrueFalseLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_TrueFalseLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                        list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML, safely, where only true/false are booleans (``no`` stays a string)."""
+    return yaml.load(text, Loader=_TrueFalseLoader)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise GencondError(f"no config file at {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise GencondError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from gencond.artifacts import CondensedSet, load_generator
+from gencond.artifacts import load_generator
 from gencond.artifacts.generator import WEIGHTS
 from gencond.cli import guarded
 from gencond.config import OneLineParser, config_from_dict, load_yaml
@@ -52,7 +52,7 @@ from gencond.evaluate.report import (
     variant_in_folder,
 )
 from gencond.methods import get_method
-from gencond.methods.base import condense
+from gencond.methods.base import condense_or_reuse
 from gencond.methods.codebook import CodebookConfig
 from gencond.methods.dim import DiMConfig
 from gencond.methods.dm import DMConfig
@@ -97,9 +97,8 @@ def condense_dm(cfg: DMConfig, ipcs: list[int], work: Path, reuse: bool) -> dict
     sets = {}
     for ipc in ipcs:
         path = work / f"dm_ipc{ipc}.safetensors"
-        if not (reuse and path.is_file()):
-            condense("dm", dataclasses.replace(cfg, ipc=ipc, seed=0, output=str(path)))
-        seconds = CondensedSet.load(path).config["condense_seconds"]
+        seconds = condense_or_reuse("dm", dataclasses.replace(cfg, ipc=ipc, seed=0, output=str(path)), reuse).config[
+            "condense_seconds"]
         sets[ipc] = {"file": str(path), "train_seconds": seconds, "artifact_bytes": path.stat().st_size}
     return sets
 

@@ -1,19 +1,21 @@
-"""Choose a generator's schedule on held-out data: variants of one config of a generator
-method (the codebook generator, DiM) trained with a validation split carved from the
-training data, their fixed sets scored on that split (never the test split), beside random
-and herded real images of the same carved split.
+"""Choose a method's settings on held-out data: variants of one config of a generator
+method (the codebook generator, DiM) or a pixel method (DM, DC, DSA, IDC), trained with a
+validation split carved from the training data, their fixed sets scored on that split (never
+the test split), beside random and herded real images of the same carved split.
 
-Every variant trains with ``validation_per_class`` images per class held out; its fixed
-INPC sets (the codebook's first codes; DiM's draws of each seed) each train a ConvNet-3
-from scratch (the evaluation recipe, ``--eval-epochs``, DSA, ``--seeds`` seeds) that is
-tested on the validation images. The test split is not read. A choice made from this table
-is then trained on the whole training split and measured on the test split by ``gencond
-bench``.
+Every variant trains with ``validation_per_class`` images per class held out. A generator's
+fixed INPC sets (the codebook's first codes; DiM's draws of each seed), or a pixel method's
+set condensed at each INPC as its IPC, each train a ConvNet-3 from scratch (the evaluation
+recipe, ``--eval-epochs``, DSA, ``--seeds`` seeds) that is tested on the validation images.
+The test split is not read. A choice made from this table is then trained on the whole
+training split and measured on the test split by ``gencond bench``.
 
     python scripts/bench_schedule.py --config configs/codebook/digits.yaml \\
         --variant 'herding 20 epochs, lr/10={}' --json results/bench_codebook_schedule_digits.json
     python scripts/bench_schedule.py --method dim --config configs/dim/digits.yaml \\
         --variant 'as shipped={}' --variant '40 + 10 epochs at 1e-4={gan_epochs: 40, match_epochs: 10, lr: 0.0001}'
+    python scripts/bench_schedule.py --method dm --config configs/dm/cifar10_subset.yaml \\
+        --variant 'fp32={real_mixed_precision: "no"}' --variant 'bf16={real_mixed_precision: bf16}'
 """
 
 from __future__ import annotations
@@ -34,30 +36,37 @@ from gencond.evaluate.report import (
     add_set_argument,
     config_with_sets,
     parse_variant,
+    variant_config,
+    variant_folder,
     variant_in_folder,
 )
-from gencond.methods import get_method, list_methods
+from gencond.methods import Method, get_method, list_methods
+from gencond.methods.base import condense_or_reuse
 from gencond.methods.coresets import SelectionConfig, herding
 from gencond.serve import sample_set
 from gencond.training import IndexedData, TrainConfig, resolve_device
 from gencond.training.generator import trained_generator
 
+TRAINED_KINDS = ("generator", "pixel")
+
 
 def main() -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=list_methods("generator"), default="codebook")
+    parser.add_argument("--method", choices=sorted(name for kind in TRAINED_KINDS for name in list_methods(kind)),
+                        default="codebook")
     parser.add_argument("--config", help="the method's config (default: configs/METHOD/digits.yaml)")
     add_set_argument(parser)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME={key: value}",
                         help="a config variant to train (repeatable; {} = the config as it is)")
     parser.add_argument("--work-dir", default="runs/bench_schedule")
     parser.add_argument("--validation-per-class", type=int, default=20)
-    parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--inpc", type=int, nargs="+", default=[1, 10],
+                        help="images per class of the fixed sets (a pixel method condenses one set at each)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--herding-epochs", type=int, default=5, help="herding's embedding network (real rows)")
     parser.add_argument("--reuse", action="store_true",
-                        help="score variants whose generator is already in WORK_DIR without training them again")
+                        help="score variants whose generator or sets are already in WORK_DIR without training them again")
     parser.add_argument("--no-real", action="store_true", help="leave out the random and herding rows")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default="results/bench_schedule.json")
@@ -68,40 +77,73 @@ def main() -> None:
 
     device = resolve_device(args.device)
     report = BenchmarkReport(f"{args.method}_schedule", vars(args), device)
-    method = get_method(args.method, "generator")
+    method = get_method(args.method)
     base = config_with_sets(method.config, args.config or f"configs/{args.method}/digits.yaml", args.set)
-    base = dataclasses.replace(base, validation_per_class=args.validation_per_class, sample_every=0)
+    base = dataclasses.replace(base, validation_per_class=args.validation_per_class)
     variants = [parse_variant(item) for item in args.variant]
-    configs = {name: variant_in_folder(method.config, base, name, overrides, args.work_dir)
-               for name, overrides in variants}
-    train_seconds = {}
-    for name, cfg in configs.items():
-        if args.reuse and trained_generator(cfg.output_dir):
-            train_seconds[name] = None  # trained by an earlier run: its seconds are in that run's JSON and log
-            continue
-        start = time.perf_counter()
-        method.fn(cfg)
-        train_seconds[name] = round(time.perf_counter() - start, 1)
+    trained = generator_variants if method.kind == "generator" else pixel_variants
+    configs, variant_rows, train_seconds = trained(method, base, variants, args, device)
 
     splits = base.load_splits()  # the carved split: training images, validation images
     held_out = dataclasses.replace(splits, test=splits.validation)  # scored on the validation split only
     rows = [] if args.no_real else selection_sets(held_out, "random", args.inpc) + selection_sets(
         held_out, "herding", args.inpc, lambda images, ipc, seed: herding(
             images, ipc, 0, SelectionConfig(embed_epochs=args.herding_epochs, device=args.device)))
-    for name, cfg in configs.items():
-        generator = load_generator(Path(cfg.output_dir) / "generator", device)
-        rows += [TrainingSet(name, inpc, lambda seed, g=generator, n=inpc: IndexedData.from_condensed(sample_set(g, n, seed)))
-                 for inpc in args.inpc]
-    results = run_protocol(held_out, rows, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs), device)
+    results = run_protocol(held_out, rows + variant_rows, ["convnet3"], args.seeds, TrainConfig(epochs=args.eval_epochs),
+                           device)
 
     print(f"\n{splits.info.name}: {len(splits.train)} training / {len(splits.validation)} validation images (the "
           f"test split is not read); fixed sets, ConvNet-3, {args.eval_epochs} epochs, DSA, {args.seeds} seeds, "
           "final validation accuracy\n")
     print(format_table(results))
     report.add(dataset=splits.info.to_dict(), validation_images=len(splits.validation), train_seconds=train_seconds,
-               configs={name: dataclasses.asdict(cfg) for name, cfg in configs.items()},
+               configs=json_configs(configs),
                results=[r.to_dict() for r in results], torch_threads=torch.get_num_threads())
     report.write(args.json)
+
+
+def json_configs(configs: dict) -> dict:
+    """Each variant's config as run (a pixel variant's: one per INPC) for the JSON."""
+    return {name: {inpc: dataclasses.asdict(c) for inpc, c in cfg.items()} if isinstance(cfg, dict)
+            else dataclasses.asdict(cfg) for name, cfg in configs.items()}
+
+
+def generator_variants(method: Method, base, variants: list[tuple[str, dict]], args, device: torch.device):
+    """Train each generator variant (or reuse it); returns (configs, fixed-set rows, training seconds)."""
+    base = dataclasses.replace(base, sample_every=0)
+    configs = {name: variant_in_folder(method.config, base, name, overrides, args.work_dir)
+               for name, overrides in variants}
+    train_seconds, rows = {}, []
+    for name, cfg in configs.items():
+        if args.reuse and trained_generator(cfg.output_dir):
+            train_seconds[name] = None  # trained by an earlier run: its seconds are in that run's JSON and log
+        else:
+            start = time.perf_counter()
+            method.fn(cfg)
+            train_seconds[name] = round(time.perf_counter() - start, 1)
+        generator = load_generator(Path(cfg.output_dir) / "generator", device)
+        rows += [TrainingSet(name, inpc, lambda seed, g=generator, n=inpc: IndexedData.from_condensed(sample_set(g, n, seed)))
+                 for inpc in args.inpc]
+    return configs, rows, train_seconds
+
+
+def pixel_variants(method: Method, base, variants: list[tuple[str, dict]], args, device: torch.device):
+    """Condense each pixel variant at every INPC on ``--device`` (or reuse its sets); returns (the
+    configs per variant and INPC, set rows, condensation seconds per variant and INPC). One set
+    per INPC: the seeds vary the evaluation."""
+    configs, seconds, rows = {}, {}, []
+    for name, overrides in variants:
+        if {"ipc", "output"} & set(overrides):
+            raise GencondError(f"--variant {name}: a pixel variant's ipc and output come from --inpc and --work-dir")
+        cfg = variant_config(method.config, base, name, overrides)
+        configs[name], seconds[name] = {}, {}
+        for inpc in args.inpc:
+            path = variant_folder(args.work_dir, name) / f"ipc{inpc}.safetensors"
+            configs[name][inpc] = dataclasses.replace(cfg, ipc=inpc, output=str(path), device=args.device)
+            condensed = condense_or_reuse(method.name, configs[name][inpc], args.reuse)
+            seconds[name][inpc] = condensed.config["condense_seconds"]
+            rows.append(TrainingSet(name, inpc, lambda seed, c=condensed: IndexedData.from_condensed(c)))
+    return configs, rows, seconds
 
 
 if __name__ == "__main__":

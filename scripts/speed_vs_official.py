@@ -20,8 +20,10 @@ is replaced by the first N + 1 batches of its own loader, handed over one by one
 clock is stamped around each loop body; the pool network's 16 batches come from its own
 DataLoader, as in the official run. gencond's side runs ``DiMTrainer`` at the same width,
 batch and pool network (ConvNet-3, 16 batches) through the shared generator trainer, at the
-config's precision (``--dim-set mixed_precision=bf16``: bf16 autocast, fast only on a CPU
-with native bf16; the official code runs fp32).
+config's precision (``auto`` in the shipped config: bf16 autocast on a CPU with native bf16,
+fp32 elsewhere; ``--dim-set mixed_precision=no`` forces fp32; the official code runs fp32).
+DM's real forward likewise runs at its config's ``real_mixed_precision``. The table and JSON
+name the precision gencond's side ran in.
 
 The first step of each is the warm-up, where FLOPs are counted; the others are timed.
 Every measurement is a process of its own (same threads, fresh allocator), and the two
@@ -125,7 +127,7 @@ def gencond_dm(config: str, ipc: int, iterations: int, data_root: str, sets: lis
         start = time.perf_counter()
         dm_iteration(trainer, real_bf16)
         seconds.append(time.perf_counter() - start)
-    return {dm_label(ipc): {"seconds": seconds, "flops": counter.flops}}
+    return {dm_label(ipc): {"seconds": seconds, "flops": counter.flops, "precision": "bf16" if real_bf16 else "fp32"}}
 
 
 class StampedBatches:
@@ -191,7 +193,8 @@ def gencond_dim(config: str, steps: int, data_root: str, sets: list[str]) -> dic
     cfg = config_with_sets(DiMConfig, config, [f"data_root={data_root}", *OFFICIAL_DIM_SHAPE, *sets])
     with tempfile.TemporaryDirectory(prefix="dim_gencond_") as work:  # at the config's precision and compile
         phases, _, _ = measure_steps(DiMTrainer, step_config(cfg, steps, work))
-    return {f"DiM phase {phase}": {"seconds": record["seconds"], "flops": record["flops"]}
+    return {f"DiM phase {phase}": {"seconds": record["seconds"], "flops": record["flops"],
+                                   "precision": "bf16" if record["precision"] == "bf16" else "fp32"}
             for phase, record in sorted(phases.items())}
 
 
@@ -296,9 +299,10 @@ def main() -> None:
     for label, sides in runs.items():
         theirs, ours = summary(sides["official"], rate), summary(sides["gencond"], rate)
         ratio = ours["seconds_per_step"] / theirs["seconds_per_step"]
-        rows.append({"case": label, "official": theirs, "gencond": ours, "ratio": ratio})
+        precision = sides["gencond"][0]["precision"]
+        rows.append({"case": label, "official": theirs, "gencond": ours, "gencond_precision": precision, "ratio": ratio})
         table.append([label, f"{theirs['seconds_per_step']:.3f} ± {theirs['std']:.3f}",
-                      f"{ours['seconds_per_step']:.3f} ± {ours['std']:.3f}", f"{ratio:.2f}x",
+                      f"{ours['seconds_per_step']:.3f} ± {ours['std']:.3f} ({precision})", f"{ratio:.2f}x",
                       f"{theirs['gflop_per_step']:.0f} / {ours['gflop_per_step']:.0f}", f"{ours['floor_seconds']:.3f}",
                       f"{theirs['seconds_per_step'] / theirs['floor_seconds']:.1f}x / "
                       f"{ours['seconds_per_step'] / ours['floor_seconds']:.1f}x"])

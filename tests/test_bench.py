@@ -12,6 +12,7 @@ from gencond.errors import GencondError
 from gencond.evaluate import bench
 from gencond.evaluate.bench import BenchConfig, CellCache, improvement_metrics, parse_set, robustness, transfer
 from gencond.evaluate.protocol import RowResult
+from gencond.runtime import native_bf16
 
 
 def row(name, ipc, mean, arch="convnet3", augment=""):
@@ -187,6 +188,8 @@ def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
     ("bench_dim.py", ["--set", "gan_epochs=-1"], "must be non-negative"),
     ("bench_dim.py", ["--variant", "no braces"], "--variant expects NAME="),
     ("bench_schedule.py", ["--variant", "x={epochs: -1}"], "--variant x"),
+    ("bench_schedule.py", ["--method", "dm", "--variant", "x={iterations: 0}"], "--variant x"),
+    ("bench_schedule.py", ["--method", "dm", "--variant", "x={ipc: 3}"], "come from --inpc and --work-dir"),
     ("cost_model.py", ["--steps", "0"], "must be positive"),
     ("make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
     ("bench_foundation.py", ["--no-such-flag"], "unrecognized arguments"),
@@ -206,6 +209,51 @@ def test_benchmark_scripts_end_bad_arguments_with_one_line_and_status_2(tmp_path
         runpy.run_path(str(path), run_name="__main__")
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_schedule_benchmark_condenses_pixel_variants_per_inpc_and_scores_them_on_the_validation_split(
+        tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_schedule.py"
+    out, work = tmp_path / "out.json", tmp_path / "runs"
+
+    def run(*extra, status=0):
+        monkeypatch.setattr(sys, "argv", [
+            str(path), "--method", "dm", "--variant", "fp32={real_mixed_precision: 'no'}",
+            "--variant", "two iterations={iterations: 2, real_mixed_precision: 'no'}", "--work-dir", str(work),
+            "--inpc", "1", "2", "--seeds", "1", "--eval-epochs", "1", "--validation-per-class", "5", "--no-real",
+            "--json", str(out), "--set", "iterations=1", "--set", "batch_real=4", *extra])
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(path), run_name="__main__")
+        assert exit_.value.code == status
+        return json.loads(out.read_text())
+
+    report = run()
+    assert "test split is not read" in capsys.readouterr().out
+    assert report["benchmark"] == "dm_schedule" and report["validation_images"] == 50
+    assert [(r["training_set"], r["ipc"]) for r in report["results"]] == [
+        ("fp32", 1), ("fp32", 2), ("two iterations", 1), ("two iterations", 2)]
+    assert set(report["train_seconds"]["fp32"]) == {"1", "2"}
+    sets = {ipc: CondensedSet.load(work / "two_iterations" / f"ipc{ipc}.safetensors") for ipc in (1, 2)}
+    assert {ipc: len(s) for ipc, s in sets.items()} == {1: 10, 2: 20}
+    assert sets[2].config["iterations"] == 2 and sets[2].config["validation_per_class"] == 5
+    assert sets[2].config["real_forward"] == "fp32"
+    assert CondensedSet.load(work / "fp32" / "ipc1.safetensors").config["iterations"] == 1
+    assert report["configs"]["two iterations"]["2"]["ipc"] == 2 and report["configs"]["fp32"]["1"]["iterations"] == 1
+
+    # --reuse scores the condensed sets again without condensing them
+    written = (work / "fp32" / "ipc1.safetensors").stat().st_mtime_ns
+    again = run("--reuse")
+    assert (work / "fp32" / "ipc1.safetensors").stat().st_mtime_ns == written
+    assert again["train_seconds"] == report["train_seconds"]  # each set's own condense_seconds
+    assert [r["accuracies"] for r in again["results"]] == [r["accuracies"] for r in report["results"]]
+    # a set condensed from another config is not scored as this one
+    capsys.readouterr()
+    run("--reuse", "--set", "batch_real=5", status=2)
+    err = capsys.readouterr().err
+    assert "fp32/ipc1.safetensors was condensed with another batch_real" in err and err.count("\n") == 1, err
 
 
 # Stands in for the official main_DM.py: one get_network call and one optimiser step per
@@ -284,7 +332,8 @@ def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(t
                              "--dim-config", str(root / "configs" / "dim" / "digits.yaml"), "--ipc", "1",
                              "--iterations", "2", "--repeats", "2", "--threads", "1", "--dm-set", "batch_real=8",
                              "--dim-set", "width=8", "--dim-set", "batch_size=8", "--dim-set", "match_batch=10",
-                             "--dim-set", "pool_training.batches=1", "--json", str(out)],
+                             "--dim-set", "pool_training.batches=1", "--dim-set", "mixed_precision=no",
+                             "--json", str(out)],
                             capture_output=True, text=True, check=False, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     order = [line.split(", ")[-1].split(":")[0] for line in result.stdout.splitlines() if line.startswith("repeat")]
@@ -305,3 +354,7 @@ def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(t
             assert [len(run["seconds"]) for run in row[side]["runs"]] == [2, 2]
         assert row["ratio"] == row["gencond"]["seconds_per_step"] / row["official"]["seconds_per_step"]
     assert rows["DiM phase 2"]["gencond"]["gflop_per_step"] > rows["DiM phase 1"]["gencond"]["gflop_per_step"]
+    # gencond's side runs at its config's precision: DM digits auto (bf16 only where native), DiM forced fp32
+    native = native_bf16(torch.device("cpu"))
+    assert rows["DM, IPC 1"]["gencond_precision"] == ("bf16" if native else "fp32")
+    assert rows["DiM phase 1"]["gencond_precision"] == rows["DiM phase 2"]["gencond_precision"] == "fp32"

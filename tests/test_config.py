@@ -37,6 +37,22 @@ def test_unknown_keys_and_bad_types_are_clear(tmp_path):
         parse([], tmp_path / "missing.yaml")
 
 
+def test_yaml_reads_no_as_a_word_and_only_true_false_as_booleans(tmp_path):
+    from gencond.config import load_yaml, parse_yaml
+    from gencond.evaluate.report import config_with_sets, parse_variant
+    from gencond.methods.dim import DiMConfig
+
+    assert [parse_yaml(word) for word in ("no", "yes", "off", "On", "true", "False", "0.5")] == [
+        "no", "yes", "off", "On", True, False, 0.5]
+    path = tmp_path / "dim.yaml"
+    path.write_text("mixed_precision: no\nvalidation_per_class: 5\n")
+    assert load_yaml(path)["mixed_precision"] == "no"
+    cfg = config_with_sets(DiMConfig, str(path), ["mixed_precision=no", "sample_every=0"])
+    assert (cfg.mixed_precision, cfg.sample_every) == ("no", 0)
+    assert config_with_sets(DiMConfig, str(path), ["mixed_precision=bf16"]).mixed_precision == "bf16"
+    assert parse_variant("fp32={mixed_precision: no, nested: true}") == ("fp32", {"mixed_precision": "no", "nested": True})
+
+
 def test_shipped_eval_configs_parse():
     from pathlib import Path
 
@@ -65,6 +81,19 @@ def test_shipped_dim_configs_parse_and_check():
     paper = config_from_dict(DiMConfig, load_yaml(paths[0].parent / "cifar10.yaml"))
     assert (paper.width, paper.noise_dim, paper.batch_size, paper.gan_epochs, paper.gp_weight) == (196, 100, 64, 120, 10.0)
     assert paper.pool == ["convnet3", "resnet10_cifar", "resnet18_cifar"] and paper.match == "logits"
+
+
+def test_shipped_dm_configs_take_bf16_only_where_it_was_measured_level():
+    from pathlib import Path
+
+    from gencond.config import load_yaml
+    from gencond.methods.dm import DMConfig
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "dm").glob("*.yaml"))
+    precisions = {p.stem: config_from_dict(DMConfig, load_yaml(p)).real_mixed_precision for p in paths}
+    # the paper-scale configs run fp32; digits, the MNIST subset and the CIFAR-10 subset measured level in bf16
+    assert precisions == {"cifar10": "no", "mnist": "no", "digits": "auto", "mnist_subset": "auto",
+                          "cifar10_subset": "auto"}
 
 
 def test_every_shipped_yaml_parses_into_its_config_and_passes_its_checks():
@@ -109,3 +138,6 @@ def test_codebook_configs_keep_the_paper_settings():
     assert paper.class_embedding == "class_feature" and paper.phi_pool == ["convnet3"] and not paper.soft_labels
     imagenet = config_from_dict(CodebookConfig, load_yaml(folder / "imagenet.yaml"))
     assert imagenet.soft_labels and imagenet.phi_pool == ["convnet4"] and imagenet.image_size == 64
+    # fp32 as the paper, ImageNet bf16 for GPUs; digits and the MNIST subset measured level in bf16 take auto
+    precisions = {p.stem: config_from_dict(CodebookConfig, load_yaml(p)).mixed_precision for p in folder.glob("*.yaml")}
+    assert precisions == {**dict.fromkeys(precisions, "no"), "imagenet": "bf16", "digits": "auto", "mnist_subset": "auto"}

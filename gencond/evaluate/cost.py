@@ -111,7 +111,7 @@ def timed_reads(reading: list[float]):
 def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object, dict]:
     """Run ``cfg`` with the trainer's ``train_step`` wrapped: per phase, the FLOPs of its
     first step (with ``count``; otherwise that step is a warm-up, where compilation happens),
-    the seconds of the others and the seconds they spent reading real images (the loader
+    the precision it ran in (``no`` or ``bf16``, ``auto`` resolved), the seconds of the others and the seconds they spent reading real images (the loader
     is synchronous: all of it is time the step waits for data); the model states of the
     synchronised modules (parameters that learn); and the run's dataset description."""
     original, phases, states, reading = trainer_class.train_step, {}, {}, [0.0, 0]
@@ -122,7 +122,7 @@ def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object,
         if record.pop("first", False):
             with FlopCounter() if count else contextlib.nullcontext() as counter:
                 out = original(self, ctx, item)
-            record["flops"] = counter.flops if count else None
+            record["flops"], record["precision"] = counter.flops if count else None, self.precision
         else:
             reading[:], start = [0.0, 0], time.perf_counter()
             out = original(self, ctx, item)

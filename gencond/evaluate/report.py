@@ -15,12 +15,13 @@ import torch
 import yaml
 
 from gencond.artifacts import write_json
-from gencond.config import config_from_dict, load_yaml
+from gencond.config import config_from_dict, load_yaml, parse_yaml
 from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows, format_table, machine_description
 
 __all__ = ["BenchmarkReport", "add_set_argument", "config_with_sets", "format_rows", "format_table",
-           "machine_description", "parse_variant", "rss_mib", "variant_config", "variant_in_folder"]
+           "machine_description", "parse_variant", "rss_mib", "variant_config", "variant_folder",
+           "variant_in_folder"]
 
 T = TypeVar("T")
 
@@ -30,7 +31,7 @@ def parse_variant(item: str) -> tuple[str, dict]:
     one raises a one-line error."""
     name, sep, text = item.partition("=")
     try:
-        overrides = yaml.safe_load(text) if sep else None
+        overrides = parse_yaml(text) if sep else None
     except yaml.YAMLError:
         overrides = None
     if not name or not isinstance(overrides, dict):
@@ -43,11 +44,15 @@ def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
     return checked_config(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
 
 
+def variant_folder(work: str | Path, name: str) -> Path:
+    """The folder of ``work`` named after a variant (spaces, ``=``, ``+``, ``@`` and ``/``
+    spelt out or replaced, so the name is one folder)."""
+    return Path(work) / name.replace(" ", "_").replace("=", "").replace("+", "plus").replace("@", "at").replace("/", "_")
+
+
 def variant_in_folder(cls: type[T], base: T, name: str, overrides: dict, work: str | Path) -> T:
-    """:func:`variant_config` writing to a folder of ``work`` named after the variant
-    (spaces, ``=``, ``+``, ``@`` and ``/`` spelt out or replaced, so the name is one folder)."""
-    folder = name.replace(" ", "_").replace("=", "").replace("+", "plus").replace("@", "at").replace("/", "_")
-    return variant_config(cls, base, name, {**overrides, "output_dir": str(Path(work) / folder)})
+    """:func:`variant_config` writing to its :func:`variant_folder` of ``work``."""
+    return variant_config(cls, base, name, {**overrides, "output_dir": str(variant_folder(work, name))})
 
 
 def checked_config(cls: type[T], data: dict, where: str) -> T:
@@ -75,7 +80,7 @@ def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
     for item in items:
         key, sep, text = item.partition("=")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError:
             sep = ""
         if not key or not sep or value is None:

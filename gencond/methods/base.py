@@ -8,6 +8,7 @@ that ``gencond eval --condensed`` reads.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,3 +62,20 @@ def condense(name: str, cfg: CondenseConfig, log=print) -> tuple[Path, Condensed
     condensed.save(path)
     log(f"{name}: {len(condensed)} images ({cfg.ipc} per class) of {splits.info.name} in {seconds:.1f} s -> {path}")
     return path, condensed, seconds
+
+
+def condense_or_reuse(name: str, cfg: CondenseConfig, reuse: bool) -> CondensedSet:
+    """The set at ``cfg.output`` when ``reuse`` and it was condensed by ``name`` from this very
+    config, wherever it ran (its seconds are in its ``condense_seconds``); otherwise condense it now. A file made
+    by another method or config ends with one line naming what differs, rather than being
+    scored as this one."""
+    path = Path(cfg.output)
+    if not (reuse and path.is_file()):
+        return condense(name, cfg)[1]
+    condensed = CondensedSet.load(path)
+    expected = json.loads(json.dumps(asdict(cfg)))  # as stored: tuples become lists
+    differ = sorted(key for key, value in expected.items() if key != "device" and condensed.config.get(key) != value)
+    if condensed.method != name or differ:
+        what = f"method {condensed.method}" if condensed.method != name else ", ".join(differ)
+        raise GencondError(f"{path} was condensed with another {what}: remove it or leave out reuse")
+    return condensed
