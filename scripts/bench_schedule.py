@@ -81,6 +81,10 @@ def main() -> None:
     base = config_with_sets(method.config, args.config or f"configs/{args.method}/digits.yaml", args.set)
     base = dataclasses.replace(base, validation_per_class=args.validation_per_class)
     variants = [parse_variant(item) for item in args.variant]
+    for name, overrides in variants:
+        if {"seed", "validation_per_class"} & set(overrides):
+            raise GencondError(f"--variant {name}: seed and validation_per_class choose the carved split, which every "
+                               "variant shares; set them for all with --set")
     trained = generator_variants if method.kind == "generator" else pixel_variants
     configs, variant_rows, train_seconds = trained(method, base, variants, args, device)
 

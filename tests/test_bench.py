@@ -190,6 +190,7 @@ def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
     ("bench_schedule.py", ["--variant", "x={epochs: -1}"], "--variant x"),
     ("bench_schedule.py", ["--method", "dm", "--variant", "x={iterations: 0}"], "--variant x"),
     ("bench_schedule.py", ["--method", "dm", "--variant", "x={ipc: 3}"], "come from --inpc and --work-dir"),
+    ("bench_schedule.py", ["--variant", "x={seed: 1}"], "--variant x: seed and validation_per_class choose"),
     ("cost_model.py", ["--steps", "0"], "must be positive"),
     ("make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
     ("bench_foundation.py", ["--no-such-flag"], "unrecognized arguments"),
