@@ -101,19 +101,14 @@ def main() -> None:
           "final validation accuracy\n")
     print(format_table(results))
     report.add(dataset=splits.info.to_dict(), validation_images=len(splits.validation), train_seconds=train_seconds,
-               configs=json_configs(configs),
+               configs=configs,
                results=[r.to_dict() for r in results], torch_threads=torch.get_num_threads())
     report.write(args.json)
 
 
-def json_configs(configs: dict) -> dict:
-    """Each variant's config as run (a pixel variant's: one per INPC) for the JSON."""
-    return {name: {inpc: dataclasses.asdict(c) for inpc, c in cfg.items()} if isinstance(cfg, dict)
-            else dataclasses.asdict(cfg) for name, cfg in configs.items()}
-
-
 def generator_variants(method: Method, base, variants: list[tuple[str, dict]], args, device: torch.device):
-    """Train each generator variant (or reuse it); returns (configs, fixed-set rows, training seconds)."""
+    """Train each generator variant (or reuse it); returns (the configs as run, as dicts, fixed-set
+    rows, training seconds)."""
     base = dataclasses.replace(base, sample_every=0)
     configs = {name: variant_in_folder(method.config, base, name, overrides, args.work_dir)
                for name, overrides in variants}
@@ -128,13 +123,13 @@ def generator_variants(method: Method, base, variants: list[tuple[str, dict]], a
         generator = load_generator(Path(cfg.output_dir) / "generator", device)
         rows += [TrainingSet(name, inpc, lambda seed, g=generator, n=inpc: IndexedData.from_condensed(sample_set(g, n, seed)))
                  for inpc in args.inpc]
-    return configs, rows, train_seconds
+    return {name: dataclasses.asdict(cfg) for name, cfg in configs.items()}, rows, train_seconds
 
 
 def pixel_variants(method: Method, base, variants: list[tuple[str, dict]], args, device: torch.device):
     """Condense each pixel variant at every INPC on ``--device`` (or reuse its sets); returns (the
-    configs per variant and INPC, set rows, condensation seconds per variant and INPC). One set
-    per INPC: the seeds vary the evaluation."""
+    configs as run per variant and INPC, as dicts, set rows, condensation seconds per variant and
+    INPC). One set per INPC: the seeds vary the evaluation."""
     configs, seconds, rows = {}, {}, []
     for name, overrides in variants:
         if {"ipc", "output"} & set(overrides):
@@ -143,8 +138,9 @@ def pixel_variants(method: Method, base, variants: list[tuple[str, dict]], args,
         configs[name], seconds[name] = {}, {}
         for inpc in args.inpc:
             path = variant_folder(args.work_dir, name) / f"ipc{inpc}.safetensors"
-            configs[name][inpc] = dataclasses.replace(cfg, ipc=inpc, output=str(path), device=args.device)
-            condensed = condense_or_reuse(method.name, configs[name][inpc], args.reuse)
+            run = dataclasses.replace(cfg, ipc=inpc, output=str(path), device=args.device)
+            configs[name][inpc] = dataclasses.asdict(run)
+            condensed = condense_or_reuse(method.name, run, args.reuse)
             seconds[name][inpc] = condensed.config["condense_seconds"]
             rows.append(TrainingSet(name, inpc, lambda seed, c=condensed: IndexedData.from_condensed(c)))
     return configs, rows, seconds

@@ -71,12 +71,13 @@ def test_shipped_dim_configs_parse_and_check():
     names = {p.stem for p in paths}
     assert {"mnist", "fashion_mnist", "svhn", "cifar10", "cifar100", "imagenet", "mnist_subset",
             "cifar10_subset", "digits"} <= names
+    precisions = {}
     for path in paths:
         cfg = config_from_dict(DiMConfig, load_yaml(path), str(path))
         cfg.check()
         assert cfg.match_weight == 0.01
+        precisions[path.stem] = cfg.mixed_precision
     # the paper-scale configs train fp32 (ImageNet bf16, for GPUs); the MNIST subset, measured level in bf16, takes auto
-    precisions = {p.stem: config_from_dict(DiMConfig, load_yaml(p)).mixed_precision for p in paths}
     assert precisions == {**dict.fromkeys(names, "no"), "imagenet": "bf16", "mnist_subset": "auto"}
     paper = config_from_dict(DiMConfig, load_yaml(paths[0].parent / "cifar10.yaml"))
     assert (paper.width, paper.noise_dim, paper.batch_size, paper.gan_epochs, paper.gp_weight) == (196, 100, 64, 120, 10.0)

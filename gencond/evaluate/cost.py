@@ -111,9 +111,10 @@ def timed_reads(reading: list[float]):
 def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object, dict]:
     """Run ``cfg`` with the trainer's ``train_step`` wrapped: per phase, the FLOPs of its
     first step (with ``count``; otherwise that step is a warm-up, where compilation happens),
-    the precision it ran in (``no`` or ``bf16``, ``auto`` resolved), the seconds of the others and the seconds they spent reading real images (the loader
-    is synchronous: all of it is time the step waits for data); the model states of the
-    synchronised modules (parameters that learn); and the run's dataset description."""
+    the precision it ran in (``no`` or ``bf16``, ``auto`` resolved), the seconds of the others
+    and the seconds they spent reading real images (the loader is synchronous: all of it is
+    time the step waits for data); the model states of the synchronised modules (parameters
+    that learn); and the run's dataset description."""
     original, phases, states, reading = trainer_class.train_step, {}, {}, [0.0, 0]
 
     def train_step(self, ctx, item):

@@ -66,9 +66,9 @@ def condense(name: str, cfg: CondenseConfig, log=print) -> tuple[Path, Condensed
 
 def condense_or_reuse(name: str, cfg: CondenseConfig, reuse: bool) -> CondensedSet:
     """The set at ``cfg.output`` when ``reuse`` and it was condensed by ``name`` from this very
-    config, wherever it ran (its seconds are in its ``condense_seconds``); otherwise condense it now. A file made
-    by another method or config ends with one line naming what differs, rather than being
-    scored as this one."""
+    config, wherever it ran (its seconds are in its ``condense_seconds``); otherwise condense it
+    now. A file made by another method or config ends with one line naming what differs, rather
+    than being scored as this one."""
     path = Path(cfg.output)
     if not (reuse and path.is_file()):
         return condense(name, cfg)[1]
