@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -204,3 +205,19 @@ def build_config(cls: type[T], args: argparse.Namespace, config_path: str | Path
 
 def config_to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def check_reused(stored: dict, config, artifact: str, ignore: tuple[str, ...] = (), **expected) -> None:
+    """One line naming what differs when ``artifact``, made from ``stored`` (a config as
+    written to JSON, where tuples are lists), was not made from the dataclass ``config`` and
+    the ``expected`` keys (the method that made it, say): a benchmark that reuses earlier runs
+    must not score it as this config's. Fields in ``ignore`` (where it ran or was written) do
+    not count; a field ``stored`` lacks (an older version's) does."""
+    if not isinstance(stored, dict):
+        raise GencondError(f"{artifact} has no config record to compare: remove it or leave out reuse")
+    wanted = {**json.loads(json.dumps(dataclasses.asdict(config))), **expected}
+    differ = [key for key, value in sorted(wanted.items())
+              if key not in ignore and (key not in stored or stored[key] != value)]
+    if differ:
+        named = ", ".join(f"{key} {stored[key]}" if key in expected and key in stored else key for key in differ)
+        raise GencondError(f"{artifact} was made with another {named}: remove it or leave out reuse")

@@ -58,7 +58,7 @@ from gencond.methods.dim import DiMConfig
 from gencond.methods.dm import DMConfig
 from gencond.serve import sample_set
 from gencond.training import TrainConfig, resolve_device
-from gencond.training.generator import trained_generator
+from gencond.training.generator import reusable_generator, trained_generator
 
 ABLATION = {"features only": {"intra_weight": 0.0, "inter_weight": 0.0},
             "features + intra": {"inter_weight": 0.0},
@@ -77,7 +77,7 @@ def parse_variants(items: list[str]) -> dict[str, dict]:
 def train_generator(method: str, cfg, reuse: bool) -> dict:
     """Train (or reuse) one generator; its folder, seconds, steps and artifact bytes."""
     out = Path(cfg.output_dir)
-    if not (reuse and trained_generator(out)):
+    if not (reuse and reusable_generator(method, cfg)):
         start = time.perf_counter()
         get_method(method).fn(cfg)
         (out / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))

@@ -45,11 +45,11 @@ from gencond.evaluate.protocol import (
     selection_sets,
 )
 from gencond.evaluate.report import BenchmarkReport, add_set_argument, config_with_sets, parse_variant, variant_config
-from gencond.methods.dim import DiMConfig, train_dim
+from gencond.methods.dim import MATCHING_FIELDS, DiMConfig, train_dim
 from gencond.models import create_network
 from gencond.serve import sample_set
 from gencond.training import RealBatchConfig
-from gencond.training.generator import STATE_DIR, trained_generator
+from gencond.training.generator import STATE_DIR, reusable_generator
 from gencond.training.networks import test_accuracy, train_network
 
 OFFICIAL = {"phase1_step_s": 4.54, "phase2_step_s": 4.95, "sampling_images_per_s": 177}
@@ -64,11 +64,13 @@ def parse_variants(items: list[str], cfg: DiMConfig) -> dict[str, DiMConfig]:
 def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: dict[str, DiMConfig],
                    reuse_shared: bool, reuse_branches: bool = False) -> dict:
     """Shared GAN phase, then continuations from the same state: GAN-only (``cgan``, same
-    total steps), matching (``dim``) and any matching variant. With ``reuse_branches``, a
-    continuation whose generator is already in ``work`` is taken as it is."""
+    total steps), matching (``dim``) and any matching variant. A reused GAN phase (``reuse_shared``:
+    a finished one, from the same config up to the matching fields) or continuation
+    (``reuse_branches``) must come from the same config, or one line says what differs."""
     timings = {}
     shared = dataclasses.replace(cfg, output_dir=str(work / "shared"), match_epochs=0)
-    if not (reuse_shared and (work / "shared" / STATE_DIR).is_dir()):
+    if not (reuse_shared and (work / "shared" / STATE_DIR).is_dir()
+            and reusable_generator("dim", shared, ignore=MATCHING_FIELDS)):
         start = time.perf_counter()
         train_dim(shared)
         timings["shared_gan_phase_s"] = time.perf_counter() - start
@@ -80,14 +82,15 @@ def train_branches(cfg: DiMConfig, work: Path, branches: list[str], variants: di
     folders = {}
     for name, run_cfg in runs.items():
         out = work / name
-        if reuse_branches and (folder := trained_generator(out)):
+        run_cfg = dataclasses.replace(run_cfg, output_dir=str(out))
+        if reuse_branches and (folder := reusable_generator("dim", run_cfg)):
             folders[name] = folder
             continue
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         shutil.copytree(work / "shared" / STATE_DIR, out / STATE_DIR)
         start = time.perf_counter()
-        folders[name] = train_dim(dataclasses.replace(run_cfg, output_dir=str(out)), resume=True)
+        folders[name] = train_dim(run_cfg, resume=True)
         timings[f"{name}_continuation_s"] = time.perf_counter() - start
     return {"folders": folders, "timings": timings}
 

@@ -45,7 +45,7 @@ from gencond.methods.base import condense_or_reuse
 from gencond.methods.coresets import SelectionConfig, herding
 from gencond.serve import sample_set
 from gencond.training import IndexedData, TrainConfig, resolve_device
-from gencond.training.generator import trained_generator
+from gencond.training.generator import reusable_generator
 
 TRAINED_KINDS = ("generator", "pixel")
 
@@ -114,7 +114,7 @@ def generator_variants(method: Method, base, variants: list[tuple[str, dict]], a
                for name, overrides in variants}
     train_seconds, rows = {}, []
     for name, cfg in configs.items():
-        if args.reuse and trained_generator(cfg.output_dir):
+        if args.reuse and reusable_generator(method.name, cfg):
             train_seconds[name] = None  # trained by an earlier run: its seconds are in that run's JSON and log
         else:
             start = time.perf_counter()

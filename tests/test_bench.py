@@ -254,7 +254,7 @@ def test_schedule_benchmark_condenses_pixel_variants_per_inpc_and_scores_them_on
     capsys.readouterr()
     run("--reuse", "--set", "batch_real=5", status=2)
     err = capsys.readouterr().err
-    assert "fp32/ipc1.safetensors was condensed with another batch_real" in err and err.count("\n") == 1, err
+    assert "fp32/ipc1.safetensors was made with another batch_real" in err and err.count("\n") == 1, err
 
 
 # Stands in for the official main_DM.py: one get_network call and one optimiser step per

@@ -383,3 +383,8 @@ def test_schedule_benchmark_scores_variants_on_the_validation_split_only(tmp_pat
     report = json.loads((tmp_path / "out.json").read_text())
     assert [row["training_set"] for row in report["results"]] == ["tiny"]
     assert report["train_seconds"] == {"tiny": None} and weights.stat().st_mtime_ns == trained_at
+
+    # a generator trained from another config is refused with one line, not scored as this one
+    other = run("--reuse", "--no-real", "--set", "lr_generator=0.5")
+    assert other.returncode == 2 and weights.stat().st_mtime_ns == trained_at
+    assert other.stderr.count("\n") == 1 and "tiny/generator was made with another lr_generator" in other.stderr, other.stderr

@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from gencond.config import add_config_arguments, build_config, config_from_dict
+from gencond.config import add_config_arguments, build_config, check_reused, config_from_dict
 from gencond.errors import GencondError
 from gencond.evaluate import EvalConfig
 
@@ -51,6 +51,24 @@ def test_yaml_reads_no_as_a_word_and_only_true_false_as_booleans(tmp_path):
     assert (cfg.mixed_precision, cfg.sample_every) == ("no", 0)
     assert config_with_sets(DiMConfig, str(path), ["mixed_precision=bf16"]).mixed_precision == "bf16"
     assert parse_variant("fp32={mixed_precision: no, nested: true}") == ("fp32", {"mixed_precision": "no", "nested": True})
+
+
+def test_check_reused_names_every_differing_field_and_reads_stored_lists_as_tuples():
+    from dataclasses import asdict
+
+    cfg = EvalConfig(arch=("convnet3", "mlp"), device="cpu")
+    stored = {**asdict(cfg), "arch": ["convnet3", "mlp"], "device": "cuda", "method": "dm"}  # as JSON keeps it
+    check_reused(stored, cfg, "set.safetensors", ignore=("device",), method="dm")  # the same config
+    with pytest.raises(GencondError, match=r"^set.safetensors was made with another device, method dm: remove it"):
+        check_reused(stored, cfg, "set.safetensors", method="dsa")
+    older = {key: value for key, value in stored.items() if key != "seeds"}  # a field an older version lacked
+    with pytest.raises(GencondError, match=r"another seeds: "):
+        check_reused(older, cfg, "set.safetensors", ignore=("device",), method="dm")
+    with pytest.raises(GencondError, match=r"^set.safetensors has no config record to compare"):
+        check_reused(None, cfg, "set.safetensors")
+    with pytest.raises(GencondError, match=r"another arch, seeds, train: "):
+        check_reused({**stored, "seeds": 1, "arch": ["mlp"], "train": {}}, cfg, "set.safetensors", ignore=("device",),
+                     method="dm")
 
 
 def test_shipped_eval_configs_parse():

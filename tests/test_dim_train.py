@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +14,11 @@ from safetensors.torch import load_file, save_file
 from gencond.artifacts import load_generator
 from gencond.cli import main
 from gencond.errors import GencondError
-from gencond.methods.dim import DiMConfig, train_dim
+from gencond.methods.dim import MATCHING_FIELDS, DiMConfig, train_dim
 from gencond.runtime import CPU_FLAGS, resolve_precision, slow_bf16_warning
 from gencond.serve import GeneratorDataset, sample_set
 from gencond.training import RealBatchConfig
+from gencond.training.generator import reusable_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=1, match_epochs=1, steps_per_epoch=2,
@@ -44,6 +45,48 @@ def test_training_writes_state_grids_log_and_both_generators(trained):
     assert (out / "generator_phase1" / "model.safetensors").is_file()
     generator = load_generator(generator_dir)
     assert generator.info.name == "digits" and generator.net.width == 8
+
+
+def test_a_reused_generator_must_come_from_the_same_method_and_config(trained, tmp_path):
+    generator_dir, out = trained
+    cfg = replace(TINY, output_dir=str(out))
+    assert reusable_generator("dim", cfg) == generator_dir
+    assert reusable_generator("dim", replace(TINY, output_dir=str(tmp_path))) is None  # nothing trained there
+    with pytest.raises(GencondError, match=r"generator was made with another lr, match_epochs: remove it"):
+        reusable_generator("dim", replace(cfg, lr=0.5, match_epochs=3))
+    with pytest.raises(GencondError, match=r"generator was made with another method dim: remove it"):
+        reusable_generator("codebook", cfg)
+
+
+def test_the_gan_phase_reads_none_of_the_matching_fields(tmp_path):
+    gan = replace(TINY, match_epochs=0)
+    changed = replace(gan, match="features", match_weight=1.0, match_lr=1e-3, match_batch=10, match_augment=False,
+                      pool=["mlp3"], pool_training=RealBatchConfig(batches=2, batch_size=8), dsa_strategy="color",
+                      dsa_mode="dsa")
+    assert {f.name for f in fields(DiMConfig) if getattr(gan, f.name) != getattr(changed, f.name)} == \
+        set(MATCHING_FIELDS) - {"match_epochs"}  # every matching field changed here, and nothing else
+    changed.check()
+    first = weights(train_dim(replace(gan, output_dir=str(tmp_path / "as configured"))))
+    second = weights(train_dim(replace(changed, output_dir=str(tmp_path / "matching changed"))))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_bench_dim_reuses_a_gan_phase_across_matching_variants_and_refuses_other_configs(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_dim", ROOT / "scripts" / "bench_dim.py")
+    bench_dim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_dim)
+    first = bench_dim.train_branches(TINY, tmp_path, ["dim"], {}, reuse_shared=True)
+    assert "shared_gan_phase_s" in first["timings"]  # nothing there yet: trained
+    matching = replace(TINY, match_weight=1.0)
+    again = bench_dim.train_branches(matching, tmp_path, [], {"weight 1": matching}, reuse_shared=True,
+                                     reuse_branches=True)
+    assert set(again["timings"]) == {"weight 1_continuation_s"}  # the GAN phase reused, the variant trained
+    with pytest.raises(GencondError, match=r"dim/generator was made with another match_weight: remove it"):
+        bench_dim.train_branches(matching, tmp_path, ["dim"], {}, reuse_shared=True, reuse_branches=True)
+    with pytest.raises(GencondError, match=r"shared/generator was made with another lr: remove it"):
+        bench_dim.train_branches(replace(TINY, lr=0.5), tmp_path, ["dim"], {}, reuse_shared=True)
 
 
 def test_resume_continues_exactly(trained, tmp_path):

@@ -93,7 +93,8 @@ def save_pretrained(net: nn.Module, directory: str | Path, info: DatasetInfo, tr
     return directory
 
 
-def _read_config(directory: Path) -> dict:
+def read_generator_config(directory: Path) -> dict:
+    """A generator folder's checked config: architecture, dataset, training record."""
     if not directory.is_dir():
         raise GencondError(f"no generator folder at {directory}")
     path = directory / CONFIG
@@ -126,7 +127,7 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu", ch
     """Rebuild a generator from its folder. ``channels_last`` stores the convolution weights
     in NHWC order, which oneDNN and cuDNN run faster (sampling ~1.6x on 2 CPU cores)."""
     directory = Path(directory)
-    config = _read_config(directory)
+    config = read_generator_config(directory)
     try:
         info = DatasetInfo.from_dict(config["dataset"])
         net = GENERATOR_ARCHITECTURES[config["architecture"]](**config["generator"])

@@ -8,12 +8,12 @@ that ``gencond eval --condensed`` reads.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gencond.artifacts import CondensedSet
+from gencond.config import check_reused
 from gencond.data import DataConfig, DatasetSplits
 from gencond.errors import GencondError
 from gencond.methods._registry import get_method
@@ -73,9 +73,5 @@ def condense_or_reuse(name: str, cfg: CondenseConfig, reuse: bool) -> CondensedS
     if not (reuse and path.is_file()):
         return condense(name, cfg)[1]
     condensed = CondensedSet.load(path)
-    expected = json.loads(json.dumps(asdict(cfg)))  # as stored: tuples become lists
-    differ = sorted(key for key, value in expected.items() if key != "device" and condensed.config.get(key) != value)
-    if condensed.method != name or differ:
-        what = f"method {condensed.method}" if condensed.method != name else ", ".join(differ)
-        raise GencondError(f"{path} was condensed with another {what}: remove it or leave out reuse")
+    check_reused({**condensed.config, "method": condensed.method}, cfg, str(path), ("device", "output"), method=name)
     return condensed

@@ -107,6 +107,11 @@ class DiMConfig(GeneratorConfig):
             check_architecture(name)
 
 
+# What phase 1 (the GAN alone) never reads: runs that differ only here share their GAN phase.
+MATCHING_FIELDS = ("match_epochs", "match", "match_weight", "match_lr", "match_batch", "match_augment", "pool",
+                   "pool_training", "dsa_strategy", "dsa_mode")
+
+
 def balanced_labels(batch: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """Labels grouped by class: ``batch // C`` of every class, or one each of ``batch``
     random classes when there are more classes than images."""

@@ -41,9 +41,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gencond.artifacts import output_lock, save_pretrained, write_json
+from gencond.artifacts import output_lock, read_generator_config, save_pretrained, write_json
 from gencond.artifacts.generator import WEIGHTS
 from gencond.artifacts.io import fsync_tree
+from gencond.config import check_reused
 from gencond.data import DataConfig
 from gencond.errors import GencondError
 from gencond.runtime import check_precision, keep_freed_memory, resolve_precision, slow_bf16_warning
@@ -58,6 +59,18 @@ def trained_generator(output_dir: str | Path) -> Path | None:
     reuse earlier runs)."""
     folder = Path(output_dir) / GENERATOR_DIR
     return folder if (folder / WEIGHTS).is_file() else None
+
+
+def reusable_generator(method: str, cfg: GeneratorConfig, ignore: tuple[str, ...] = ()) -> Path | None:
+    """The generator a finished run of ``method`` with this very config (up to the fields in
+    ``ignore``) left in ``cfg.output_dir``, or None when no run finished there (benchmarks that
+    reuse earlier runs); one trained by another method or config ends with one line naming what
+    differs."""
+    folder = trained_generator(cfg.output_dir)
+    if folder is not None:
+        check_reused(read_generator_config(folder).get("training"), cfg, str(folder), ("output_dir", *ignore),
+                     method=method)
+    return folder
 
 
 SELECT_BY = ("last", "validation")
