@@ -3,7 +3,9 @@ flags override them, in that order.
 
 A dataclass is the single place where a job's defaults live. ``add_config_arguments``
 turns its fields (nested dataclasses flattened) into ``--flag`` options that default to
-"not given", and ``build_config`` layers defaults <- YAML <- flags.
+"not given", and ``build_config`` layers defaults <- YAML <- flags. A dataclass that renamed
+a field lists the old names in ``renamed_keys`` (old -> new): the old key in a YAML file, and
+its old flag, end with one line naming the new one.
 """
 
 from __future__ import annotations
@@ -72,10 +74,15 @@ def _coerce(value: Any, tp, where: str) -> Any:
 
 
 def config_from_dict(cls: type[T], values: dict, where: str = "config") -> T:
-    """Build a dataclass from a (possibly nested) mapping, rejecting unknown keys."""
+    """Build a dataclass from a (possibly nested) mapping, rejecting unknown keys (a renamed
+    one with the name it has now)."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
+    renamed = getattr(cls, "renamed_keys", {})
+    old = next((key for key in unknown if key in renamed), None)
+    if old is not None:
+        raise GencondError(f"{where}: {old} was renamed {renamed[old]} (see --help for its values)")
     if unknown:
         raise GencondError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}")
     base = cls()
@@ -138,13 +145,39 @@ def _flags(path: tuple[str, ...], unique: bool) -> list[str]:
     return [dotted] + ([short] if len(path) > 1 and unique else [])
 
 
+class _RenamedFlag(argparse.Action):
+    """An old flag: one line naming the flag that replaced it."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed {self.new}")
+
+
+def _renamed_flags(cls, prefix: tuple[str, ...], counts: dict[str, int]):
+    """(old flags, new flag) for every ``renamed_keys`` entry of ``cls`` and its nested configs."""
+    hints = _hints(cls)
+    for old, new in getattr(cls, "renamed_keys", {}).items():
+        new_flags = _flags(prefix + (new,), counts.get(new, 0) == 1)
+        yield _flags(prefix + (old,), old not in counts), new_flags[-1]
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _renamed_flags(hints[f.name], prefix + (f.name,), counts)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag`` per leaf field of ``cls`` (see :func:`_flags` for nested fields)."""
+    """One ``--flag`` per leaf field of ``cls`` (see :func:`_flags` for nested fields), and
+    one refusing each renamed field's old flag."""
     defaults = cls()
     leaves = list(_leaf_fields(cls))
     counts: dict[str, int] = {}
     for path, _, _ in leaves:
         counts[path[-1]] = counts.get(path[-1], 0) + 1
+    for old_flags, new_flag in _renamed_flags(cls, (), counts):
+        parser.add_argument(*old_flags, *[f"--no-{flag[2:]}" for flag in old_flags], action=_RenamedFlag,
+                            new=new_flag, dest=argparse.SUPPRESS)
     for path, f, tp in leaves:
         default = defaults
         for part in path:
@@ -155,10 +188,29 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         common = {"dest": ".".join(path), "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
-        elif _is_list(tp):
-            parser.add_argument(*flags, nargs="+", metavar=path[-1].upper(), **common)
+        elif _is_list(tp):  # repeated flags add up: --variant A --variant B, or --inpc 1 10
+            parser.add_argument(*flags, nargs="+", action="extend", metavar=path[-1].upper(), **common)
         else:
             parser.add_argument(*flags, metavar=path[-1].upper(), **common)
+
+
+def field_reference(cls) -> list[dict]:
+    """Every leaf field of ``cls`` as the configuration reference lists it: the YAML key
+    (dotted for nested fields), its flags, type, default and help text."""
+    defaults, leaves = cls(), list(_leaf_fields(cls))
+    counts: dict[str, int] = {}
+    for path, _, _ in leaves:
+        counts[path[-1]] = counts.get(path[-1], 0) + 1
+    rows = []
+    for path, f, tp in leaves:
+        default = defaults
+        for part in path:
+            default = getattr(default, part)
+        tp = _unwrap_optional(tp)
+        kind = f"list of {typing.get_args(tp)[0].__name__}" if _is_list(tp) else getattr(tp, "__name__", str(tp))
+        rows.append({"key": ".".join(path), "flags": _flags(path, counts[path[-1]] == 1), "type": kind,
+                     "default": default, "help": f.metadata.get("help", "")})
+    return rows
 
 
 def _nest(flat: dict[str, Any]) -> dict:
@@ -221,3 +273,72 @@ def check_reused(stored: dict, config, artifact: str, ignore: tuple[str, ...] = 
     if differ:
         named = ", ".join(f"{key} {stored[key]}" if key in expected and key in stored else key for key in differ)
         raise GencondError(f"{artifact} was made with another {named}: remove it or leave out reuse")
+
+
+def parse_variant(item: str) -> tuple[str, dict]:
+    """A ``--variant NAME={key: value, ...}`` argument -> (name, overrides); a malformed
+    one raises a one-line error."""
+    name, sep, text = item.partition("=")
+    try:
+        overrides = parse_yaml(text) if sep else None
+    except yaml.YAMLError:
+        overrides = None
+    if not name or not isinstance(overrides, dict):
+        raise GencondError(f"--variant expects NAME={{key: value, ...}}, got {item!r}")
+    return name, overrides
+
+
+def variant_config(cls: type[T], base: T, name: str, overrides: dict) -> T:
+    """``base`` with ``overrides``, checked; a bad variant raises a one-line error."""
+    return checked_config(cls, {**dataclasses.asdict(base), **overrides}, f"--variant {name}")
+
+
+def variant_folder(work: str | Path, name: str) -> Path:
+    """The folder of ``work`` named after a variant (spaces, ``=``, ``+``, ``@`` and ``/``
+    spelt out or replaced, so the name is one folder)."""
+    return Path(work) / name.replace(" ", "_").replace("=", "").replace("+", "plus").replace("@", "at").replace("/", "_")
+
+
+def variant_in_folder(cls: type[T], base: T, name: str, overrides: dict, work: str | Path) -> T:
+    """:func:`variant_config` writing to its :func:`variant_folder` of ``work``."""
+    return variant_config(cls, base, name, {**overrides, "output_dir": str(variant_folder(work, name))})
+
+
+def checked_config(cls: type[T], data: dict, where: str) -> T:
+    """``cls`` built from ``data`` and checked; a bad value raises a one-line error."""
+    try:
+        cfg = config_from_dict(cls, data, where)
+        cfg.check()
+    except (GencondError, TypeError, ValueError) as err:
+        first = str(err).splitlines()[0]
+        raise GencondError(first if where in first else f"{where}: {first}") from None
+    return cfg
+
+
+def add_set_argument(parser, help: str = "override a field of the config (a YAML value)", flag: str = "--set") -> None:
+    """``--set KEY=VALUE`` (repeatable; or ``flag``, for a script with several configs), read
+    by :func:`config_with_sets`."""
+    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
+    """The config file at ``path`` with ``--set KEY=VALUE`` overrides (YAML values; a
+    dotted KEY such as ``pool_training.batches`` sets one field of a nested config and
+    keeps the file's others), checked; a malformed or bad one raises a one-line error."""
+    data = load_yaml(path)
+    for item in items:
+        key, sep, text = item.partition("=")
+        try:
+            value = parse_yaml(text)
+        except yaml.YAMLError:
+            sep = ""
+        if not key or not sep or value is None:
+            raise GencondError(f"--set expects KEY=VALUE with a YAML value, got {item!r}")
+        *parents, leaf = key.split(".")
+        target = data
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise GencondError(f"--set {item!r}: {parent} is not a nested config")
+        target[leaf] = value
+    return checked_config(cls, data, f"{path} with --set")

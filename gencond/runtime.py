@@ -54,7 +54,7 @@ def keep_freed_memory() -> bool:
 _task: Callable[[int], Any] | None = None  # the task forked workers run (inherited, never pickled)
 
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile")
 
 
 def cpu_description() -> dict:
@@ -95,7 +95,10 @@ def native_bf16(device: torch.device) -> bool | None:
         return None
 
 
-PRECISIONS = ("no", "bf16", "auto")  # the values of every mixed-precision setting (Accelerate's, plus auto)
+# The values of every mixed-precision setting (``mixed_precision`` of generator training, of
+# evaluation networks and of DM's real forward): Accelerate's words, plus auto.
+PRECISIONS = ("no", "bf16", "fp16", "auto")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_precision(setting: str, value: str) -> None:
@@ -106,20 +109,32 @@ def check_precision(setting: str, value: str) -> None:
 
 def resolve_precision(mixed_precision: str, device: torch.device) -> str:
     """``auto`` becomes ``bf16`` where ``device`` runs bf16 natively and ``no`` elsewhere
-    (emulated bf16 ran a DiM step 27-31x slower than fp32 on a CPU without it); ``no`` and
-    ``bf16`` stay as they are."""
+    (emulated bf16 ran a DiM step 27-31x slower than fp32 on a CPU without it); ``no``,
+    ``bf16`` and ``fp16`` stay as they are."""
     if mixed_precision != "auto":
         return mixed_precision
     return "bf16" if native_bf16(device) else "no"
 
 
-def slow_bf16_warning(precision: str, device: torch.device, setting: str = "mixed_precision") -> str | None:
-    """A line for bf16 autocast (``setting``'s value ``precision``) on a CPU without native
-    bf16 (no AVX-512 BF16 or AMX): oneDNN then emulates it, and a DiM step ran 27-31x slower
-    than fp32 on such a CPU (README, issue 13); None where bf16 is fine or not asked for."""
-    if precision != "bf16" or device.type != "cpu" or native_bf16(device) is not False:
+def autocast(precision: str, device: torch.device):
+    """``torch.autocast`` for a resolved precision (``no``: disabled)."""
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision, torch.bfloat16),
+                          enabled=precision in AUTOCAST_DTYPES)
+
+
+def slow_precision_warning(precision: str, device: torch.device, setting: str = "mixed_precision") -> str | None:
+    """A line for autocast (``setting``'s value ``precision``) that a CPU emulates: bf16
+    without AVX-512 BF16 or AMX (a DiM step ran 27-31x slower than fp32 on such a CPU:
+    ``experiments/speed_vs_official/``), fp16 without AVX-512 FP16 or AMX-FP16; None where the
+    precision is native or not asked for."""
+    if device.type != "cpu" or precision not in AUTOCAST_DTYPES:
         return None
-    return (f"warning: {setting} bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX) is emulated and "
+    if precision == "bf16" and native_bf16(device) is not False:
+        return None
+    if precision == "fp16" and {"avx512_fp16", "amx_fp16"} & set(cpu_description()["cpu_flags"]):
+        return None
+    units = "AVX-512 BF16 or AMX" if precision == "bf16" else "AVX-512 FP16 or AMX-FP16"
+    return (f"warning: {setting} {precision} on a CPU without native {precision} (no {units}) is emulated and "
             f"far slower than fp32; use {setting}: no or auto on this machine")
 
 

@@ -1,10 +1,22 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def driver(module: str, *args) -> list[str]:
+    """The command line of an experiment driver, ``python -m experiments.STUDY.DRIVER ARGS``
+    (run it with :func:`driver_env`, so it imports from any working folder)."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def driver_env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

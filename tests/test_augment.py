@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from gencond.augment import DSA, OPERATIONS, identity_params
-from gencond.augment.dsa import _apply_color, _apply_crop, _apply_cutout, _apply_flip, _apply_rotate, _apply_scale
+from gencond.augment.dsa import (
+    _apply_color,
+    _apply_crop,
+    _apply_cutout,
+    _apply_flip,
+    _apply_rotate,
+    _apply_scale,
+)
 from gencond.errors import GencondError
 
 

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from gencond.artifacts import CondensedSet, load_generator
+from gencond.artifacts import CondensedSet
 from gencond.cli import main
 from gencond.data import DatasetInfo, list_datasets
 from gencond.errors import GencondError
-from gencond.models import GENCOND_NETWORKS
+from gencond.models import GENCOND_NETWORKS, load_generator
 from gencond.serve import GeneratorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +78,8 @@ def make_inputs(root: Path) -> None:
     (root / "pickle_weights" / "model.safetensors").write_bytes(buffer.getvalue())
     (root / "bad_json" / "config.json").write_text("{not json")
     config = json.loads((SHIPPED / "config.json").read_text())
-    (root / "wrong_format" / "config.json").write_text(json.dumps({**config, "format": "diffusers"}))
-    (root / "unknown_arch" / "config.json").write_text(json.dumps({**config, "architecture": "stylegan9"}))
+    (root / "wrong_format" / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "_class_name"}))
+    (root / "unknown_arch" / "config.json").write_text(json.dumps({**config, "_class_name": "StyleGAN9"}))
     save_file({"a": torch.zeros(2)}, str(root / "wrong_shapes" / "model.safetensors"))
     (root / "no_weights" / "model.safetensors").unlink()
     (root / "empty_folder").mkdir()
@@ -115,7 +115,7 @@ CLI_CASES = [
     ("sample: config of another format", ["sample", "--inpc", "2", "--checkpoint", "IN/wrong_format", "--out", "OUT"],
      "not a gencond generator config"),
     ("sample: unknown architecture", ["sample", "--inpc", "2", "--checkpoint", "IN/unknown_arch", "--out", "OUT"],
-     "unknown generator architecture"),
+     "class 'StyleGAN9'"),
     ("sample: weights of another shape", ["sample", "--inpc", "2", "--checkpoint", "IN/wrong_shapes", "--out", "OUT"],
      "does not fit its config"),
     ("sample: weights missing", ["sample", "--inpc", "2", "--checkpoint", "IN/no_weights", "--out", "OUT"],

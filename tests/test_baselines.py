@@ -8,7 +8,12 @@ from gencond.artifacts import CondensedSet
 from gencond.augment import DSA, AugmentDraw
 from gencond.data import DatasetInfo, TensorImageSet
 from gencond.data.formation import decode, decode_labels, encode
-from gencond.data.selection import herding_positions, kcenter_positions, kmeans, kmeans_positions
+from gencond.data.selection import (
+    herding_positions,
+    kcenter_positions,
+    kmeans,
+    kmeans_positions,
+)
 from gencond.errors import GencondError
 from gencond.losses.matching import layerwise_distance
 from gencond.methods.coresets import SelectionConfig, check_ipc, herding
@@ -56,15 +61,15 @@ def test_dm_real_embeddings_in_bf16_are_fp32_class_means_within_bf16_rounding():
     images = torch.randn(64, 1, 28, 28)
     exact = real_embeddings(net, images, chunk=16)
     assert torch.equal(exact, embed(net, images))  # chunking changes nothing
-    rounded = real_embeddings(net, images, chunk=16, bf16=True)
+    rounded = real_embeddings(net, images, chunk=16, precision="bf16")
     assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)  # it did run in bf16
     means, rounded_means = exact.view(2, 32, -1).mean(1), rounded.view(2, 32, -1).mean(1)
     assert ((rounded_means - means).norm() / means.norm()).item() < 1e-2  # bf16 keeps 8 bits: 2^-8 = 0.4 %
 
 
-def test_dm_config_rejects_an_unknown_real_mixed_precision():
-    with pytest.raises(GencondError, match="real_mixed_precision"):
-        DMConfig(real_mixed_precision="fp32").check()
+def test_dm_config_rejects_an_unknown_mixed_precision():
+    with pytest.raises(GencondError, match="mixed_precision"):
+        DMConfig(mixed_precision="fp32").check()
 
 
 def test_dm_in_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch):
@@ -73,10 +78,10 @@ def test_dm_in_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch
 
     monkeypatch.setattr(gencond.runtime, "cpu_description", lambda: {"cpu_flags": ["avx2", "avx512f"]})
     lines = []
-    cfg = DMConfig(iterations=1, batch_real=4, real_mixed_precision="bf16", log_every=0)
+    cfg = DMConfig(iterations=1, batch_real=4, mixed_precision="bf16", log_every=0)
     distribution_matching(cfg, cfg.load_splits(), lines.append)
     (warning,) = [line for line in lines if line.startswith("warning")]
-    assert "real_mixed_precision bf16" in warning and "real_mixed_precision: no or auto" in warning
+    assert "mixed_precision bf16" in warning and "mixed_precision: no or auto" in warning
 
 
 def test_dm_records_the_precision_its_real_forward_ran_in(monkeypatch):
@@ -85,21 +90,21 @@ def test_dm_records_the_precision_its_real_forward_ran_in(monkeypatch):
 
     monkeypatch.setattr(gencond.runtime, "cpu_description", lambda: {"cpu_flags": ["avx2", "avx512f"]})
     for setting, ran in (("no", "fp32"), ("auto", "fp32"), ("bf16", "bf16")):
-        cfg = DMConfig(iterations=1, batch_real=4, real_mixed_precision=setting, log_every=0)
+        cfg = DMConfig(iterations=1, batch_real=4, mixed_precision=setting, log_every=0)
         result = distribution_matching(cfg, cfg.load_splits(), lambda line: None)
-        assert (result.config["real_mixed_precision"], result.config["real_forward"]) == (setting, ran)
+        assert (result.config["mixed_precision"], result.config["real_forward"]) == (setting, ran)
 
 
-def test_dm_real_mixed_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
+def test_dm_mixed_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
     import gencond.runtime
-    from gencond.methods.dm import real_forward_in_bf16
+    from gencond.methods.dm import real_forward_precision
 
     cpu = torch.device("cpu")
     for flags, native in ((["avx512f", "avx512_bf16"], True), (["avx512f"], False), (["avx2", "amx_bf16"], True)):
         monkeypatch.setattr(gencond.runtime, "cpu_description", lambda flags=flags: {"cpu_flags": flags})
-        assert real_forward_in_bf16(DMConfig(real_mixed_precision="auto"), cpu) is native
-        assert real_forward_in_bf16(DMConfig(real_mixed_precision="bf16"), cpu) is True
-        assert real_forward_in_bf16(DMConfig(), cpu) is False
+        assert real_forward_precision(DMConfig(mixed_precision="auto"), cpu) == ("bf16" if native else "no")
+        assert real_forward_precision(DMConfig(mixed_precision="bf16"), cpu) == "bf16"
+        assert real_forward_precision(DMConfig(), cpu) == "no"
 
 
 # --- class-wise siamese augmentation ---

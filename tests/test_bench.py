@@ -6,11 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import driver, driver_env
 
 from gencond.artifacts import CondensedSet
 from gencond.errors import GencondError
 from gencond.evaluate import bench
-from gencond.evaluate.bench import BenchConfig, CellCache, improvement_metrics, parse_set, robustness, transfer
+from gencond.evaluate.bench import (
+    BenchConfig,
+    CellCache,
+    improvement_metrics,
+    parse_set,
+    robustness,
+    transfer,
+)
 from gencond.evaluate.protocol import RowResult
 from gencond.runtime import native_bf16
 
@@ -168,7 +176,7 @@ def test_a_grid_that_names_nothing_ends_with_one_line(cli_error, tmp_path):
 
 
 def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
-    from gencond.evaluate.report import config_with_sets
+    from gencond.config import config_with_sets
     from gencond.methods.dim import DiMConfig
 
     path = tmp_path / "dim.yaml"
@@ -185,55 +193,61 @@ def test_benchmark_config_overrides_apply_or_end_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("script, flags, message", [
-    ("bench_dim.py", ["--set", "gan_epochs=-1"], "must be non-negative"),
-    ("bench_dim.py", ["--variant", "no braces"], "--variant expects NAME="),
-    ("bench_schedule.py", ["--variant", "x={epochs: -1}"], "--variant x"),
-    ("bench_schedule.py", ["--method", "dm", "--variant", "x={iterations: 0}"], "--variant x"),
-    ("bench_schedule.py", ["--method", "dm", "--variant", "x={ipc: 3}"], "come from --inpc and --work-dir"),
-    ("bench_schedule.py", ["--variant", "x={seed: 1}"], "--variant x: seed and validation_per_class choose"),
-    ("cost_model.py", ["--steps", "0"], "must be positive"),
-    ("make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
-    ("bench_foundation.py", ["--no-such-flag"], "unrecognized arguments"),
-    ("speed_vs_official.py", ["--official-dm", "ROOT"], "no main_DM.py"),
-    ("speed_vs_official.py", ["--official-dim", "ROOT"], "no gan_model.py, gen_condense.py, pool_match.py"),
-    ("speed_vs_official.py", [], "--official-dm and/or --official-dim"),
+    ("experiments.dim_vs_cgan.bench_dim", ["--set", "gan_epochs=-1"], "must be non-negative"),
+    ("experiments.dim_vs_cgan.bench_dim", ["--variant", "no braces"], "--variant expects NAME="),
+    ("experiments.imagenet_cost.cost_model", ["--steps", "0"], "must be positive"),
+    ("scripts/make_synthetic_imagenet.py", ["--root", "ROOT", "--classes", "0"], "classes"),
+    ("experiments.random_vs_full.bench_foundation", ["--no-such-flag"], "unrecognized arguments"),
+    ("experiments.speed_vs_official.speed_vs_official", ["--official-dm", "ROOT"], "no main_DM.py"),
+    ("experiments.speed_vs_official.speed_vs_official", ["--official-dim", "ROOT"],
+     "no gan_model.py, gen_condense.py, pool_match.py"),
+    ("experiments.speed_vs_official.speed_vs_official", [], "--official-dm and/or --official-dim"),
 ])
-def test_benchmark_scripts_end_bad_arguments_with_one_line_and_status_2(tmp_path, script, flags, message, monkeypatch,
-                                                                        capsys):
+def test_entry_points_and_drivers_end_bad_arguments_with_one_line_and_status_2(tmp_path, script, flags, message,
+                                                                               monkeypatch, capsys):
     import runpy
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / script
     flags = [str(tmp_path / "root") if flag == "ROOT" else flag for flag in flags]
-    monkeypatch.setattr(sys, "argv", [str(path), *flags])
+    monkeypatch.setattr(sys, "argv", [script, *flags])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(path), run_name="__main__")
+        if script.endswith(".py"):
+            runpy.run_path(str(Path(__file__).resolve().parents[1] / script), run_name="__main__")
+        else:
+            runpy.run_module(script, run_name="__main__")
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_schedule_benchmark_condenses_pixel_variants_per_inpc_and_scores_them_on_the_validation_split(
-        tmp_path, monkeypatch, capsys):
-    import runpy
-    import sys
+@pytest.mark.parametrize("flags, message", [
+    (["codebook", "--variant", "x={epochs: -1}"], "--variant x"),
+    (["dm", "--variant", "x={iterations: 0}"], "--variant x"),
+    (["dm", "--variant", "x={ipc: 3}"], "come from --inpc and --work-dir"),
+    (["codebook", "--variant", "x={seed: 1}"], "--variant x: seed and validation_per_class choose"),
+    (["codebook"], "give at least one --variant"),
+    (["dm", "--variant", "x={}", "--set", "iterations"], "--set expects KEY=VALUE"),
+])
+def test_sweep_ends_bad_arguments_with_one_line_and_status_2(tmp_path, flags, message, cli_error):
+    cli_error(["sweep", *flags, "--work-dir", tmp_path / "runs"], message)
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_schedule.py"
+
+def test_sweep_condenses_pixel_variants_per_inpc_and_scores_them_on_the_validation_split(tmp_path, capsys):
+    from gencond.cli import main
+
     out, work = tmp_path / "out.json", tmp_path / "runs"
 
     def run(*extra, status=0):
-        monkeypatch.setattr(sys, "argv", [
-            str(path), "--method", "dm", "--variant", "fp32={real_mixed_precision: 'no'}",
-            "--variant", "two iterations={iterations: 2, real_mixed_precision: 'no'}", "--work-dir", str(work),
+        code = main([
+            "sweep", "dm", "--variant", "fp32={mixed_precision: 'no'}",
+            "--variant", "two iterations={iterations: 2, mixed_precision: 'no'}", "--work-dir", str(work),
             "--inpc", "1", "2", "--seeds", "1", "--eval-epochs", "1", "--validation-per-class", "5", "--no-real",
             "--json", str(out), "--set", "iterations=1", "--set", "batch_real=4", *extra])
-        with pytest.raises(SystemExit) as exit_:
-            runpy.run_path(str(path), run_name="__main__")
-        assert exit_.value.code == status
+        assert code == status
         return json.loads(out.read_text())
 
     report = run()
     assert "test split is not read" in capsys.readouterr().out
-    assert report["benchmark"] == "dm_schedule" and report["validation_images"] == 50
+    assert report["benchmark"] == "dm_sweep" and report["validation_images"] == 50
     assert [(r["training_set"], r["ipc"]) for r in report["results"]] == [
         ("fp32", 1), ("fp32", 2), ("two iterations", 1), ("two iterations", 2)]
     assert set(report["train_seconds"]["fp32"]) == {"1", "2"}
@@ -328,14 +342,14 @@ def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(t
     (tmp_path / "pool_match.py").write_text(FAKE_DIM_SCRIPT.replace("INNER", "True"))
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "speed.json"
-    result = subprocess.run([sys.executable, str(root / "scripts" / "speed_vs_official.py"), "--official-dm", str(tmp_path),
+    result = subprocess.run([*driver("experiments.speed_vs_official.speed_vs_official"), "--official-dm", str(tmp_path),
                              "--official-dim", str(tmp_path), "--dm-config", str(root / "configs" / "dm" / "digits.yaml"),
                              "--dim-config", str(root / "configs" / "dim" / "digits.yaml"), "--ipc", "1",
                              "--iterations", "2", "--repeats", "2", "--threads", "1", "--dm-set", "batch_real=8",
                              "--dim-set", "width=8", "--dim-set", "batch_size=8", "--dim-set", "match_batch=10",
                              "--dim-set", "pool_training.batches=1", "--dim-set", "mixed_precision=no",
                              "--json", str(out)],
-                            capture_output=True, text=True, check=False, cwd=root)
+                            capture_output=True, text=True, check=False, cwd=root, env=driver_env())
     assert result.returncode == 0, result.stderr[-2000:]
     order = [line.split(", ")[-1].split(":")[0] for line in result.stdout.splitlines() if line.startswith("repeat")]
     # DM, then DiM's two phases from one process per side; the second repeat starts with gencond
@@ -359,3 +373,52 @@ def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(t
     native = native_bf16(torch.device("cpu"))
     assert rows["DM, IPC 1"]["gencond_precision"] == ("bf16" if native else "fp32")
     assert rows["DiM phase 1"]["gencond_precision"] == rows["DiM phase 2"]["gencond_precision"] == "fp32"
+
+
+def test_set_options_parse_into_the_spec_and_back_into_its_entry():
+    spec = parse_set("cb=generator:runs/g?candidates=10&rule=kcenter&labels=soft")
+    assert (spec.candidates, spec.rule, spec.labels, spec.truncation) == (10, "kcenter", "soft", 0.0)
+    assert spec.entry == "cb=generator:runs/g?candidates=10&rule=kcenter&labels=soft"
+    assert parse_set("cb=generator:runs/g?truncation=0.5").entry == "cb=generator:runs/g?truncation=0.5"
+    assert parse_set("random?labels=soft").source == "random"
+    for bad, message in (("random?candidates=2", "not an option of a selection set"),
+                         ("DM=condensed:x?truncation=1", "not an option of a condensed set"),
+                         ("cb=generator:g?candidates=0", "candidates must be >= 1"),
+                         ("cb=generator:g?candidates=3&rule=best", "rule one of herding, kcenter"),
+                         ("cb=generator:g?truncation=nan", "truncation >= 0"),
+                         ("cb=generator:g?candidates=two", "candidates must be a int"),
+                         ("cb=generator:g?labels=relabel", "labels must be hard or soft"),
+                         ("cb=generator:g?seed", "'seed' is not an option")):
+        with pytest.raises(GencondError, match=message):
+            parse_set(bad)
+
+
+def test_serving_options_are_sets_of_the_grid_with_their_own_rows_columns_and_cached_cells(tmp_path):
+    """Candidate selection, truncation and soft labels as set options of one tiny grid: each
+    its own row (or, for soft labels, column), the selection network and the teacher trained
+    once and recorded, and a second run trains nothing."""
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
+    cfg = BenchConfig(sets=["random", "random?labels=soft", f"DiM=generator:{shipped}",
+                            f"DiM=generator:{shipped}?candidates=3&rule=confidence",
+                            f"DiM=generator:{shipped}?truncation=0.5", f"DiM=generator:{shipped}?labels=soft"],
+                      inpc=[1], seeds=1, full_data=False, output_dir=str(tmp_path / "bench"), device="cpu",
+                      selector_epochs=0, teacher_epochs=0)
+    cfg.train.epochs = 1
+    lines = []
+    report = bench.run_bench(cfg, log=lines.append)
+    rows = {(r["training_set"], r["labels"]) for r in report["results"]}
+    assert rows == {("random", "hard"), ("random", "soft"), ("DiM (fixed)", "hard"), ("DiM (fixed)", "soft"),
+                    ("DiM (fixed, confidence of 3x)", "hard"), ("DiM (fixed, truncation 0.5)", "hard")}
+    assert set(report["reference_networks"]) == {"selector", "teacher"}
+    assert "convnet3, soft labels" in (tmp_path / "bench" / "table.md").read_text()
+    soft = next(r for r in report["results"] if r["training_set"] == "DiM (fixed)" and r["labels"] == "soft")
+    assert soft["ior"] == pytest.approx(soft["mean"] - next(
+        r["mean"] for r in report["results"] if r["training_set"] == "random" and r["labels"] == "soft"))
+    again = bench.run_bench(cfg, log=lines.append)
+    assert "6 cells: 6 cached, 0 to train" in lines and again["results"] == report["results"]
+
+
+def test_two_sets_that_give_the_same_row_are_refused(tmp_path, cli_error):
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
+    cli_error(["bench", "--sets", f"DiM=generator:{shipped}", f"DiM=generator:{shipped}", "--inpc", "1",
+               "--no-full-data", "--output-dir", tmp_path / "b"], "two training sets give the row 'DiM (fixed)'")

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import driver, driver_env
 from torch import nn
 
-from gencond.artifacts import CondensedSet, load_generator
+from gencond.artifacts import CondensedSet
 from gencond.cli import main
+from gencond.engine.candidates import select_candidates
 from gencond.errors import GencondError
-from gencond.models import create_network
+from gencond.models import create_network, load_generator
 from gencond.serve import CANDIDATE_RULES, GeneratorDataset, Selector, sample_set
-from gencond.serve.candidates import select_candidates
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
 
@@ -116,7 +117,7 @@ def test_cli_samples_with_a_real_data_selector_and_refuses_bad_requests(tmp_path
 
 
 def serving_bench(tmp_path, *extra) -> dict:
-    """scripts/bench_serving.py on digits at a tiny size (one seed, one epoch, untrained selector and teacher); its JSON."""
+    """experiments/serving/bench_serving.py on digits at a tiny size (one seed, one epoch, untrained selector and teacher); its JSON."""
     import json
     import os
     import subprocess
@@ -124,10 +125,10 @@ def serving_bench(tmp_path, *extra) -> dict:
 
     out = tmp_path / "serving.json"
     result = subprocess.run(
-        [sys.executable, str(SHIPPED.parents[1] / "scripts" / "bench_serving.py"), "--dataset", "digits", "--generator",
+        [*driver("experiments.serving.bench_serving"), "--dataset", "digits", "--generator",
          f"DiM={SHIPPED}", "--inpc", "1", "--rules", "confidence", "--seeds", "1", "--eval-epochs", "1",
          "--selector-epochs", "0", "--teacher-epochs", "0", "--json", str(out), *extra],
-        cwd=tmp_path, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cwd=tmp_path, capture_output=True, text=True, check=False, env=driver_env(OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(out.read_text())
 
@@ -167,10 +168,9 @@ def test_the_serving_benchmark_refuses_bad_requests_in_one_line(tmp_path, flags,
     import runpy
     import sys
 
-    script = SHIPPED.parents[1] / "scripts" / "bench_serving.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--dataset", "digits", "--generator", f"DiM={SHIPPED}", "--inpc", "1",
+    monkeypatch.setattr(sys, "argv", ["bench_serving", "--dataset", "digits", "--generator", f"DiM={SHIPPED}", "--inpc", "1",
                                       "--selector-epochs", "0", "--json", str(tmp_path / "x.json"), *flags])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(script), run_name="__main__")
+        runpy.run_module("experiments.serving.bench_serving", run_name="__main__")
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()

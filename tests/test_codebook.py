@@ -2,7 +2,6 @@
 generator and its latents, training end to end at a tiny size, resume, serving, and the
 one-line errors."""
 
-import importlib.util
 import json
 import math
 import os
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gencond.artifacts import load_generator
 from gencond.cli import main
 from gencond.data.sampler import random_subset
+from gencond.engine import RealBatchConfig
 from gencond.errors import GencondError
 from gencond.losses.adversarial import (
     feature_discriminator_loss,
@@ -39,9 +38,9 @@ from gencond.methods.codebook import (
     train_codebook,
 )
 from gencond.methods.dim import DiMConfig, train_dim
+from gencond.models import load_generator
 from gencond.models.codebook import CodebookGenerator, FeatureDiscriminator
 from gencond.serve import GeneratorDataset, sample_set
-from gencond.training import RealBatchConfig
 from gencond.training.validation import draw_fixed_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +129,7 @@ def test_codebook_generator_takes_slots_or_codes_and_records_its_config():
     by_code = gen(gen.codebook.detach(), labels)
     torch.testing.assert_close(by_slot, by_code)
     assert by_slot.shape == (3, 3, 32, 32) and by_slot.abs().max() <= 1
-    config = gen.config()
+    config = gen.config
     assert config["codebook_size"] == 3 and config["backbone"] == "blocks" and config["num_classes"] == 4
     blocks = [m for m in gen.body if isinstance(m, torch.nn.Upsample)]
     assert len(blocks) == 3  # three blocks at 32x32 (paper)
@@ -159,7 +158,7 @@ def test_training_writes_the_artifact_and_serves_any_inpc(trained):
     assert (out / "log.jsonl").read_text().count("\n") == 2
     generator = load_generator(folder)
     assert generator.architecture == "codebook_generator"
-    net = generator.net
+    net = generator
     assert net.class_features.abs().sum() > 0  # the class features travel with the artifact
     small = sample_set(generator, 2, seed=0)
     again = sample_set(generator, 2, seed=5)
@@ -182,7 +181,7 @@ def test_resume_continues_exactly(trained, tmp_path):
     train_codebook(replace(TINY, output_dir=str(out), epochs=1))
     (out / "generator").rename(out / "after_one")
     resumed = train_codebook(replace(TINY, output_dir=str(out)), resume=True)
-    a, b = load_generator(folder).net.state_dict(), load_generator(resumed).net.state_dict()
+    a, b = load_generator(folder).state_dict(), load_generator(resumed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
@@ -207,7 +206,7 @@ def test_init_from_a_dim_generator_when_it_fits_and_a_clear_error_when_not(tmp_p
     fits = CodebookGenerator(10, 1, 32, codebook_size=3, code_dim=90, feature_dim=6, embed_dim=10, width=8,
                              backbone="dim")
     assert initialise_from(fits, str(dim_folder), info) == ["body", "fc"]
-    torch.testing.assert_close(fits.body[0].weight, load_generator(dim_folder).net.body[0].weight)
+    torch.testing.assert_close(fits.body[0].weight, load_generator(dim_folder).body[0].weight)
     other_input = CodebookGenerator(10, 1, 32, codebook_size=3, code_dim=8, feature_dim=6, embed_dim=8, width=8,
                                     backbone="dim")
     assert initialise_from(other_input, str(dim_folder), info) == ["body"]
@@ -231,7 +230,7 @@ def test_cli_trains_samples_evaluates_and_refuses_bad_input(trained, tmp_path, c
     reshaped = tmp_path / "reshaped"
     shutil.copytree(folder, reshaped)
     config = json.loads((reshaped / "config.json").read_text())
-    config["generator"]["codebook_size"] = 5
+    config["codebook_size"] = 5
     (reshaped / "config.json").write_text(json.dumps(config))
     bad = [
         (["sample", "--inpc", "2", "--checkpoint", str(reshaped)], "does not fit its config: codebook has shape (3, 8)"),
@@ -284,9 +283,8 @@ def test_nested_losses_average_the_full_set_with_one_prefix_or_every_prefix():
 
 
 def test_equal_time_epochs_counts_the_fixed_cost_once():
-    spec = importlib.util.spec_from_file_location("bench_codebook", ROOT / "scripts" / "bench_codebook.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    import experiments.codebook.bench_codebook as bench
+
     # 100 s in all, 60 s of them in 6 logged epochs: 40 s fixed, 10 s per epoch.
     assert bench.equal_time_epochs({"train_seconds": 100.0, "epoch_seconds": 60.0}, 6, 240.0) == 20.0
 
@@ -323,7 +321,7 @@ def test_code_init_resumes_exactly_without_fitting_again(tmp_path, monkeypatch):
     monkeypatch.setattr(CodebookTrainer, "before_training", lambda self: fits.append(1) or original(self))
     resumed = train_codebook(replace(cfg, output_dir=str(out)), resume=True)
     assert fits == []
-    a, b = load_generator(straight).net.state_dict(), load_generator(resumed).net.state_dict()
+    a, b = load_generator(straight).state_dict(), load_generator(resumed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
@@ -355,7 +353,7 @@ def test_code_init_refuses_an_unknown_method_and_bad_steps():
 @pytest.mark.slow
 def test_schedule_benchmark_scores_variants_on_the_validation_split_only(tmp_path):
     common = [
-        sys.executable, str(ROOT / "scripts" / "bench_schedule.py"), "--variant", "tiny={}",
+        sys.executable, "-m", "gencond", "sweep", "codebook", "--variant", "tiny={}",
         "--config", str(ROOT / "configs" / "codebook" / "digits.yaml"), "--work-dir", str(tmp_path / "runs"),
         "--inpc", "1", "--seeds", "1", "--eval-epochs", "1", "--herding-epochs", "0", "--validation-per-class", "5",
         "--json", str(tmp_path / "out.json"), "--set", "epochs=1", "--set", "steps_per_epoch=1",

@@ -2,7 +2,12 @@ import argparse
 
 import pytest
 
-from gencond.config import add_config_arguments, build_config, check_reused, config_from_dict
+from gencond.config import (
+    add_config_arguments,
+    build_config,
+    check_reused,
+    config_from_dict,
+)
 from gencond.errors import GencondError
 from gencond.evaluate import EvalConfig
 
@@ -38,8 +43,7 @@ def test_unknown_keys_and_bad_types_are_clear(tmp_path):
 
 
 def test_yaml_reads_no_as_a_word_and_only_true_false_as_booleans(tmp_path):
-    from gencond.config import load_yaml, parse_yaml
-    from gencond.evaluate.report import config_with_sets, parse_variant
+    from gencond.config import config_with_sets, load_yaml, parse_variant, parse_yaml
     from gencond.methods.dim import DiMConfig
 
     assert [parse_yaml(word) for word in ("no", "yes", "off", "On", "true", "False", "0.5")] == [
@@ -109,7 +113,7 @@ def test_shipped_dm_configs_take_bf16_only_where_it_was_measured_level():
     from gencond.methods.dm import DMConfig
 
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "dm").glob("*.yaml"))
-    precisions = {p.stem: config_from_dict(DMConfig, load_yaml(p)).real_mixed_precision for p in paths}
+    precisions = {p.stem: config_from_dict(DMConfig, load_yaml(p)).mixed_precision for p in paths}
     # the paper-scale configs run fp32; digits, the MNIST subset and the CIFAR-10 subset measured level in bf16
     assert precisions == {"cifar10": "no", "mnist": "no", "digits": "auto", "mnist_subset": "auto",
                           "cifar10_subset": "auto"}
@@ -160,3 +164,36 @@ def test_codebook_configs_keep_the_paper_settings():
     # fp32 as the paper, ImageNet bf16 for GPUs; digits and the MNIST subset measured level in bf16 take auto
     precisions = {p.stem: config_from_dict(CodebookConfig, load_yaml(p)).mixed_precision for p in folder.glob("*.yaml")}
     assert precisions == {**dict.fromkeys(precisions, "no"), "imagenet": "bf16", "digits": "auto", "mnist_subset": "auto"}
+
+
+def test_renamed_keys_are_refused_in_one_line_naming_the_new_key(tmp_path, cli_error, capsys):
+    from gencond.cli import main
+    from gencond.errors import GencondError
+    from gencond.evaluate import EvalConfig
+    from gencond.methods.dm import DMConfig
+
+    with pytest.raises(GencondError, match="config: real_mixed_precision was renamed mixed_precision"):
+        config_from_dict(DMConfig, {"real_mixed_precision": "no"})
+    with pytest.raises(GencondError, match="config.train: bf16 was renamed mixed_precision"):
+        config_from_dict(EvalConfig, {"train": {"bf16": True}})
+    old = tmp_path / "old.yaml"
+    old.write_text("iterations: 1\nreal_mixed_precision: auto\n")
+    cli_error(["condense", "dm", "--config", old], "real_mixed_precision was renamed mixed_precision")
+    for argv, message in ((["condense", "dm", "--real-mixed-precision", "no"], "--real-mixed-precision was renamed "
+                           "--mixed-precision"), (["eval", "--bf16"], "--bf16 was renamed --mixed-precision"),
+                          (["bench", "--no-bf16"], "--no-bf16 was renamed --mixed-precision"),
+                          (["eval", "--train.bf16"], "--train.bf16 was renamed --mixed-precision")):
+        with pytest.raises(SystemExit) as exit_:  # argparse's own error: one line, exit status 2
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_repeated_list_flags_add_up():
+    from gencond.methods.sweep import SweepConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, SweepConfig)
+    args = parser.parse_args(["--variant", "a={}", "--variant", "b={lr: 1}", "--inpc", "1", "10", "--set", "x=1"])
+    cfg = build_config(SweepConfig, args)
+    assert cfg.variant == ["a={}", "b={lr: 1}"] and cfg.inpc == [1, 10] and cfg.set == ["x=1"]

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from gencond.evaluate.cost import FlopCounter
+from experiments._common import FlopCounter
 
 
 def test_counts_products_and_convolutions_forward_and_backward():
@@ -21,7 +21,7 @@ def test_counts_products_and_convolutions_forward_and_backward():
 
 
 def test_step_config_cuts_every_phase_to_one_epoch_of_the_asked_steps():
-    from gencond.evaluate.cost import step_config
+    from experiments._common import step_config
     from gencond.methods.codebook import CodebookConfig
     from gencond.methods.dim import DiMConfig
 

@@ -220,12 +220,13 @@ def test_imagenet_data_script_runs_at_a_tiny_size(tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_imagenet_data.py"
+    from conftest import driver, driver_env
+
     out = tmp_path / "r.json"
-    result = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "data"), "--classes", "3",
+    result = subprocess.run([*driver("experiments.imagenet_cost.bench_imagenet_data"), "--root", str(tmp_path / "data"), "--classes", "3",
                              "--train-per-class", "2", "--size", "24", "--image-size", "8", "--batch", "4",
                              "--batches", "2", "--per-class", "2", "--threads", "1", "2", "--json", str(out)],
-                            capture_output=True, text=True, timeout=120, check=False)
+                            capture_output=True, text=True, timeout=120, check=False, env=driver_env())
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["index"]["files"] == 6 and [r["threads"] for r in report["throughput"]] == [1, 2]

@@ -15,8 +15,8 @@ from gencond.losses.adversarial import (
 from gencond.losses.matching import class_means, get_matching, layerwise_distance
 from gencond.methods.dim import balanced_labels
 from gencond.models import create_network
-from gencond.models.gan import Discriminator, Generator
-from gencond.training.generator import epoch_batches
+from gencond.models.gan import DiMDiscriminator, DiMGenerator
+from gencond.training.trainer import epoch_batches
 
 
 class MeanCritic(nn.Module):
@@ -55,19 +55,19 @@ def test_generator_loss_known_value():
 
 
 def test_overwrite_conditioning_writes_the_one_hot_over_the_first_noise_entries():
-    gen = Generator(3, 1, 28, width=8, noise_dim=6)
+    gen = DiMGenerator(3, 1, 28, width=8, noise_dim=6)
     noise = torch.arange(12.0).view(2, 6)
     cond = gen.conditioned_input(noise, torch.tensor([2, 0]))
     assert cond.tolist() == [[0, 0, 1, 3, 4, 5], [1, 0, 0, 9, 10, 11]]
-    concat = Generator(3, 1, 28, width=8, noise_dim=6, conditioning="concat")
+    concat = DiMGenerator(3, 1, 28, width=8, noise_dim=6, conditioning="concat")
     assert concat.conditioned_input(noise, torch.tensor([1, 1])).shape == (2, 9)
     with pytest.raises(GencondError, match="noise size above the number of classes"):
-        Generator(100, 3, 32, noise_dim=100)
+        DiMGenerator(100, 3, 32, noise_dim=100)
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3)])
 def test_gan_shapes_and_ranges(size, channels):
-    gen, disc = Generator(10, channels, size, width=8), Discriminator(10, channels, size, width=8)
+    gen, disc = DiMGenerator(10, channels, size, width=8), DiMDiscriminator(10, channels, size, width=8)
     images = gen(torch.randn(4, 100), torch.arange(4))
     assert images.shape == (4, channels, size, size) and images.abs().max() <= 1
     score, logits = disc(images)
@@ -75,16 +75,16 @@ def test_gan_shapes_and_ranges(size, channels):
 
 
 def test_published_generator_layout():
-    gen = Generator(10, 3, 32)
+    gen = DiMGenerator(10, 3, 32)
     kinds = [type(m).__name__ for m in gen.body]
     assert kinds.count("ConvTranspose2d") == 3 and kinds.count("Conv2d") == 5 and kinds[-1] == "Tanh"
     assert gen.fc[0].in_features == 100 and gen.fc[0].out_features == 196 * 4 * 4
-    norms = [m for m in Discriminator(10, 3, 32).modules() if isinstance(m, nn.LayerNorm)]
+    norms = [m for m in DiMDiscriminator(10, 3, 32).modules() if isinstance(m, nn.LayerNorm)]
     assert len(norms) == 8 and norms[0].normalized_shape == (196, 32, 32) and norms[-1].normalized_shape == (196, 4, 4)
 
 
 def test_critic_scores_each_sample_on_its_own():
-    disc = Discriminator(10, 1, 28, width=8)
+    disc = DiMDiscriminator(10, 1, 28, width=8)
     a, b = torch.randn(3, 1, 28, 28), torch.randn(2, 1, 28, 28)
     joint = disc(torch.cat([a, b]))[0]
     torch.testing.assert_close(joint, torch.cat([disc(a)[0], disc(b)[0]]), atol=1e-5, rtol=1e-5)

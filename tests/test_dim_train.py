@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import driver, driver_env
 from safetensors.torch import load_file, save_file
 
-from gencond.artifacts import load_generator
 from gencond.cli import main
+from gencond.engine import RealBatchConfig
 from gencond.errors import GencondError
 from gencond.methods.dim import MATCHING_FIELDS, DiMConfig, train_dim
-from gencond.runtime import CPU_FLAGS, resolve_precision, slow_bf16_warning
+from gencond.models import load_generator
+from gencond.runtime import CPU_FLAGS, resolve_precision, slow_precision_warning
 from gencond.serve import GeneratorDataset, sample_set
-from gencond.training import RealBatchConfig
-from gencond.training.generator import reusable_generator
+from gencond.training.trainer import reusable_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=1, match_epochs=1, steps_per_epoch=2,
@@ -44,7 +45,7 @@ def test_training_writes_state_grids_log_and_both_generators(trained):
     assert [r["phase"] for r in log] == [1, 2] and "match" in log[1] and log[1]["pool_network"] == "convnet3"
     assert (out / "generator_phase1" / "model.safetensors").is_file()
     generator = load_generator(generator_dir)
-    assert generator.info.name == "digits" and generator.net.width == 8
+    assert generator.info.name == "digits" and generator.width == 8
 
 
 def test_a_reused_generator_must_come_from_the_same_method_and_config(trained, tmp_path):
@@ -72,11 +73,8 @@ def test_the_gan_phase_reads_none_of_the_matching_fields(tmp_path):
 
 
 def test_bench_dim_reuses_a_gan_phase_across_matching_variants_and_refuses_other_configs(tmp_path):
-    import importlib.util
+    import experiments.dim_vs_cgan.bench_dim as bench_dim
 
-    spec = importlib.util.spec_from_file_location("bench_dim", ROOT / "scripts" / "bench_dim.py")
-    bench_dim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_dim)
     first = bench_dim.train_branches(TINY, tmp_path, ["dim"], {}, reuse_shared=True)
     assert "shared_gan_phase_s" in first["timings"]  # nothing there yet: trained
     matching = replace(TINY, match_weight=1.0)
@@ -271,11 +269,11 @@ def test_pool_network_trains_with_its_own_augmentation():
 def test_cost_model_counts_both_phases_and_projects(tmp_path):
     """Phase 2 runs everything phase 1 does plus pool training and matching: more FLOPs."""
     out = tmp_path / "cost.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "cost_model.py"), "--method", "dim", "--config",
+    cmd = [*driver("experiments.imagenet_cost.cost_model"), "--method", "dim", "--config",
            str(ROOT / "configs" / "dim" / "digits.yaml"), "--set", "width=8", "--set", "pool_training.batches=1",
            "--steps", "1", "--train-images", "6400", "--gpus", "1", "2", "--variants", "bf16", "--work-dir",
            str(tmp_path / "run"), "--json", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=driver_env())
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     phase1, phase2 = report["phases"]["1"]["tflops_per_step"], report["phases"]["2"]["tflops_per_step"]
@@ -293,7 +291,7 @@ def test_cost_model_counts_both_phases_and_projects(tmp_path):
     assert [(r["variant"], r["phase"], len(r["cpu_seconds"])) for r in bf16] == [("bf16", 1, 1), ("bf16", 2, 1)]
     assert all(r["ratio_to_fp32"] > 0 for r in bf16)
     # the bf16 run says so exactly where this CPU lacks native bf16
-    assert ("warning: mixed_precision bf16" in result.stdout) == (slow_bf16_warning("bf16", torch.device("cpu")) is not None)
+    assert ("warning: mixed_precision bf16" in result.stdout) == (slow_precision_warning("bf16", torch.device("cpu")) is not None)
     machine = report["machine"]
     assert machine["cpu_model"] and set(machine["cpu_flags"]) <= set(CPU_FLAGS) and machine["torch_cpu_capability"]
 
@@ -321,11 +319,11 @@ def test_bf16_on_a_cpu_without_native_bf16_is_flagged_and_nowhere_else(monkeypat
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # oneDNN: yes for any AVX-512
     cpu_with_flags(monkeypatch, "avx2", "avx512f")
-    line = slow_bf16_warning("bf16", cpu)
+    line = slow_precision_warning("bf16", cpu)
     assert line.startswith("warning: mixed_precision bf16") and "\n" not in line
-    assert slow_bf16_warning("no", cpu) is None and slow_bf16_warning("bf16", cuda) is None
+    assert slow_precision_warning("no", cpu) is None and slow_precision_warning("bf16", cuda) is None
     cpu_with_flags(monkeypatch, "avx512f", "avx512_bf16")
-    assert slow_bf16_warning("bf16", cpu) is None
+    assert slow_precision_warning("bf16", cpu) is None
 
 
 def test_auto_precision_is_bf16_exactly_where_the_device_runs_it_natively(monkeypatch):
@@ -344,15 +342,17 @@ def test_auto_precision_is_bf16_exactly_where_the_device_runs_it_natively(monkey
         including_emulation) or not including_emulation)
     assert resolve_precision("auto", torch.device("cuda")) == "bf16" and emulation == [False]
     replace(TINY, mixed_precision="auto").check()
-    with pytest.raises(GencondError, match="mixed_precision must be one of no, bf16, auto"):
+    with pytest.raises(GencondError, match="mixed_precision fp16 is for evaluation networks"):
         replace(TINY, mixed_precision="fp16").check()
+    with pytest.raises(GencondError, match="mixed_precision must be one of no, bf16, fp16, auto"):
+        replace(TINY, mixed_precision="fp32").check()
 
 
 @pytest.mark.slow
 def test_schedule_benchmark_trains_dim_variants_and_scores_them_on_the_validation_split(tmp_path):
     out = tmp_path / "out.json"
     result = subprocess.run([
-        sys.executable, str(ROOT / "scripts" / "bench_schedule.py"), "--method", "dim",
+        sys.executable, "-m", "gencond", "sweep", "dim",
         "--config", str(ROOT / "configs" / "dim" / "digits.yaml"), "--variant", "GAN only={}",
         "--variant", "with matching={match_epochs: 1}", "--work-dir", str(tmp_path / "runs"), "--inpc", "1",
         "--seeds", "1", "--eval-epochs", "1", "--validation-per-class", "5", "--no-real", "--json", str(out),
@@ -361,7 +361,7 @@ def test_schedule_benchmark_trains_dim_variants_and_scores_them_on_the_validatio
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert report["benchmark"] == "dim_schedule" and report["validation_images"] == 50
+    assert report["benchmark"] == "dim_sweep" and report["validation_images"] == 50
     assert [row["training_set"] for row in report["results"]] == ["GAN only", "with matching"]
     assert report["configs"]["with matching"]["match_epochs"] == 1
     assert report["configs"]["GAN only"]["match_epochs"] == 0

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from gencond.engine.networks import _lr_factor
 from gencond.evaluate import IndexedData, TrainConfig, cutmix, train_and_test
 from gencond.evaluate.protocol import RowResult, format_table
-from gencond.training.networks import _lr_factor
 from gencond.methods.coresets import random_selection
 from gencond.models import create_network
 
@@ -55,7 +55,16 @@ def test_soft_labels_and_cutmix_train(digits):
     assert 0.0 <= acc <= 100.0
 
 
-@pytest.mark.parametrize("field,value", [("schedule", "linear"), ("augment", "mixup"), ("epochs", 0)])
+def test_evaluation_networks_train_under_each_precision_and_fp32_is_the_default(digits):
+    fp32 = fit(digits, 2, epochs=2)[0]
+    assert fit(digits, 2, epochs=2, mixed_precision="no")[0] == fp32  # "no" is exactly the default path
+    for precision in ("bf16", "fp16"):  # autocast (fp16 with loss scaling) trains a network that still learns
+        acc, _ = fit(digits, 2, epochs=8, mixed_precision=precision)
+        assert 20.0 < acc <= 100.0, (precision, acc)
+
+
+@pytest.mark.parametrize("field,value", [("schedule", "linear"), ("augment", "mixup"), ("epochs", 0),
+                                         ("mixed_precision", "fp32")])
 def test_bad_training_options_are_refused(field, value):
     from gencond.errors import GencondError
 

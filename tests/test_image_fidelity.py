@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from gencond.engine.networks import real_data_network
 from gencond.errors import GencondError
 from gencond.evaluate import bench
 from gencond.evaluate.bench import BenchConfig
-from gencond.evaluate.image_fidelity import FidelityExtractor, per_class_fidelity, register_task_extractor
-from gencond.training.networks import real_data_network
+from gencond.evaluate.image_fidelity import (
+    FidelityExtractor,
+    per_class_fidelity,
+    register_task_extractor,
+)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
 

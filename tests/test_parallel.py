@@ -1,4 +1,4 @@
-"""Batch norm over the global batch (gencond.training.parallel): known answers against
+"""Batch norm over the global batch (gencond.engine.parallel): known answers against
 ``nn.BatchNorm`` on the whole batch, in one process and in two gloo processes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from gencond.training.parallel import GlobalBatchNorm, convert_global_batchnorm
+from gencond.engine.parallel import GlobalBatchNorm, convert_global_batchnorm
 
 # Each of 2 processes normalises its half (positions rank, rank + 2, ...) of one batch;
 # outputs, input gradients, summed parameter gradients and running statistics must be
@@ -21,7 +21,7 @@ import sys
 import torch, torch.distributed as dist
 from pathlib import Path
 from torch import nn
-from gencond.training.parallel import GlobalBatchNorm
+from gencond.engine.parallel import GlobalBatchNorm
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

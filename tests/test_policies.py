@@ -6,8 +6,8 @@ import torch
 from torchvision.transforms import functional as TF
 
 from gencond.augment.policies import POLICIES, PolicyAugment
+from gencond.engine.networks import IndexedData, TrainConfig, train_network
 from gencond.errors import GencondError
-from gencond.training.networks import IndexedData, TrainConfig, train_network
 from gencond.models import create_network
 
 MEAN, STD = (0.5,), (0.25,)

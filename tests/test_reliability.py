@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gencond.artifacts import output_lock
 from gencond.cli import main
+from gencond.engine.networks import RealBatchConfig
 from gencond.errors import GencondError
+from gencond.files import output_lock
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer, train_codebook
 from gencond.methods.dim import DiMConfig, DiMTrainer, train_dim
-from gencond.training.networks import RealBatchConfig
 
 TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=2, match_epochs=1, steps_per_epoch=2,
                  pool=["convnet3"], pool_training=RealBatchConfig(batches=1, batch_size=16), match_batch=20,

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from gencond.artifacts import load_generator
 from gencond.errors import GencondError
+from gencond.models import load_generator
 from gencond.serve import GeneratorDataset
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
@@ -132,15 +132,15 @@ def test_a_shuffled_epoch_generates_each_image_once(generator, monkeypatch, fres
     """A DataLoader batch is generated in one pass (``__getitems__``): a shuffled read of
     200 images generates 200, not the blocks around every index it touches; a fixed set
     generates them once for every epoch, and serves what single-item reads give."""
-    import gencond.serve.sampling as sampling
+    import gencond.serve.dataset as served
 
-    original, generated = sampling.generate_in_batches, []
+    original, generated = served.generate_in_batches, []
 
     def counting(gen, labels, *args, **kwargs):
         generated.append(len(labels))
         return original(gen, labels, *args, **kwargs)
 
-    monkeypatch.setattr(sampling, "generate_in_batches", counting)
+    monkeypatch.setattr(served, "generate_in_batches", counting)
     dataset = GeneratorDataset(generator, 20, seed=5, fresh=fresh, batch_size=BLOCK)
     torch.manual_seed(0)
     (images, labels), (again, _) = read_epochs(DataLoader(dataset, batch_size=16, shuffle=True), 2)
@@ -155,15 +155,17 @@ def test_a_shuffled_epoch_generates_each_image_once(generator, monkeypatch, fres
 
 @pytest.mark.slow
 def test_the_load_script_serves_a_single_process_read_with_four_workers(tmp_path):
-    """scripts/bench_serving_load.py at a tiny size: same images, memory read over the epoch."""
+    """experiments/serving_load/bench_serving_load.py at a tiny size: same images, memory read over the epoch."""
     import json
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "load.json"
-    subprocess.run([sys.executable, str(root / "scripts" / "bench_serving_load.py"), "--checkpoint", str(SHIPPED),
+    from conftest import driver, driver_env
+
+    subprocess.run([*driver("experiments.serving_load.bench_serving_load"), "--checkpoint", str(SHIPPED),
                     "--images", "2000", "--workers", "4", "--batch-size", "64", "--samples", "5", "--json", str(out)],
-                   check=True, cwd=root, capture_output=True)
+                   check=True, cwd=root, capture_output=True, env=driver_env())
     found = json.loads(out.read_text())
     assert found["same_images"] and found["images"] == 2000
     assert len(found["rss_mib"]) >= 5 and all(mib > 0 for _, mib in found["rss_mib"])

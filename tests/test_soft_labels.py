@@ -6,16 +6,21 @@ import math
 import pytest
 import torch
 
-from gencond.artifacts import CondensedSet, load_generator
+from gencond.artifacts import CondensedSet
 from gencond.cli import main
 from gencond.cli.sample_cmd import SHIPPED
+from gencond.engine.networks import (
+    IndexedData,
+    soft_label_loss,
+    target_loss,
+    train_network,
+)
+from gencond.engine.sampling import Teacher
 from gencond.errors import GencondError
 from gencond.evaluate import EvalConfig, TrainConfig, run_eval
 from gencond.evaluate.protocol import RowResult, format_table
-from gencond.models import create_network
+from gencond.models import create_network, load_generator
 from gencond.serve import GeneratorDataset, sample_set
-from gencond.serve.sampling import Teacher
-from gencond.training.networks import IndexedData, soft_label_loss, target_loss, train_network
 
 
 def test_soft_label_loss_is_zero_for_the_teachers_own_logits_and_the_closed_form_otherwise():

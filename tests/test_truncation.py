@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gencond.artifacts import CondensedSet, load_generator
+from gencond.artifacts import CondensedSet
 from gencond.errors import GencondError
+from gencond.models import load_generator
 from gencond.models.generators import gaussian_latents
 from gencond.serve import GeneratorDataset, sample_set
 
@@ -41,7 +42,7 @@ def test_truncated_draws_stay_within_psi_with_the_truncated_normals_variance(psi
 def test_a_truncated_dim_generator_draws_smaller_latents_and_records_psi():
     generator = load_generator(CHECKPOINTS / "dim_digits")
     truncated = generator.truncated(0.5)
-    assert generator.truncation == 0 and truncated.net is generator.net
+    assert generator.truncation == 0 and truncated.fc[0].weight is generator.fc[0].weight  # the same weights
     latents = truncated.latents(None, 1000, torch.Generator().manual_seed(0))
     assert latents.abs().max() <= 0.5
     plain_set, truncated_set = sample_set(generator, 2, seed=4), sample_set(truncated, 2, seed=4)
@@ -54,7 +55,7 @@ def test_a_truncated_dim_generator_draws_smaller_latents_and_records_psi():
 
 def test_truncation_keeps_a_codebooks_learned_codes_and_shrinks_its_extra_ones():
     generator = load_generator(CHECKPOINTS / "codebook_digits")
-    net, k = generator.net, generator.net.codebook_size
+    net, k = generator, generator.codebook_size
     slots = torch.arange(3 * k)
     plain = generator.latents(slots, len(slots), torch.Generator().manual_seed(0))
     truncated = generator.truncated(0.25).latents(slots, len(slots), torch.Generator().manual_seed(0))

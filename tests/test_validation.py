@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 from gencond.cli import main
 from gencond.data import DataConfig, DatasetSplits, ImageSet
 from gencond.data.sampler import carve_validation
+from gencond.engine import RealBatchConfig
 from gencond.errors import GencondError
 from gencond.methods.codebook import CodebookConfig, train_codebook
 from gencond.methods.dim import DiMConfig, train_dim
-from gencond.training import RealBatchConfig
 
 SELECT = {"validation_per_class": 5, "select_by": "validation", "validation_inpc": 2, "validation_epochs": 3}
 
@@ -85,7 +85,7 @@ def test_codebook_exports_the_best_validation_state_without_reading_the_test_spl
     assert selection["validation_score"] == best
     exported, kept = load_file(str(folder / "model.safetensors")), load_file(str(tmp_path / "selected" / "model.safetensors"))
     assert exported.keys() == kept.keys() and all(torch.equal(exported[k], kept[k]) for k in kept)
-    training = json.loads((folder / "config.json").read_text())["training"]
+    training = json.loads((folder / "config.json").read_text())["_training"]
     assert training["selected_epoch"] == selection["selected_epoch"] and training["validation_per_class"] == 5
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["validation_score"] for r in logged] == [round(scores[e], 3) for e in (1, 2, 3)]
@@ -98,7 +98,7 @@ def test_dim_matches_from_the_best_gan_state(tmp_path, test_split_unreadable):
     train_dim(cfg)
     selection = json.loads((tmp_path / "summary.json").read_text())["selection"]
     gan_scores = {int(k): v for k, v in selection["scores"].items() if int(k) <= 2}
-    phase1 = json.loads((tmp_path / "generator_phase1" / "config.json").read_text())["training"]
+    phase1 = json.loads((tmp_path / "generator_phase1" / "config.json").read_text())["_training"]
     assert phase1["selected_epoch"] == max(gan_scores, key=lambda e: (gan_scores[e], -e))
     assert sorted(int(k) for k in selection["scores"]) == [1, 2, 3]
 

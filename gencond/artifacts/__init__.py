@@ -1,16 +1,6 @@
-"""Artifacts: condensed set files and generator folders, written atomically."""
+"""Artifacts: the condensed set file (generator folders are the generators' own
+``save_pretrained`` / ``from_pretrained``, in :mod:`gencond.models.generators`)."""
 
-from gencond.artifacts.condensed import CondensedSet
-from gencond.artifacts.generator import ConditionalGenerator, load_generator, read_generator_config, save_pretrained
-from gencond.artifacts.io import atomic_path, output_lock, write_json
+from gencond.artifacts.condensed import CondensedSet, check_compatible
 
-__all__ = [
-    "CondensedSet",
-    "ConditionalGenerator",
-    "atomic_path",
-    "load_generator",
-    "output_lock",
-    "read_generator_config",
-    "save_pretrained",
-    "write_json",
-]
+__all__ = ["CondensedSet", "check_compatible"]

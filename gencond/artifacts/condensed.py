@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from gencond import __version__
-from gencond.artifacts.io import atomic_path
 from gencond.data.base import DatasetInfo
 from gencond.errors import GencondError
+from gencond.files import atomic_path
 
 FORMAT = "gencond-condensed-set/1"
 

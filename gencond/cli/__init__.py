@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gencond import __version__
 from gencond.config import OneLineParser
@@ -75,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     return guarded(lambda: args._run(args), f"gencond {args.command}")
 
 
-from gencond.cli import bench_cmd, condense_cmd, eval_cmd, list_cmd, sample_cmd, train_cmd  # noqa: E402,F401  (registration)
+from gencond.cli import (  # noqa: E402,F401  (registration)
+    bench_cmd,
+    condense_cmd,
+    eval_cmd,
+    list_cmd,
+    sample_cmd,
+    sweep_cmd,
+    train_cmd,
+)
 
 __all__ = ["build_parser", "command", "guarded", "main"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gencond.artifacts import write_json
 from gencond.cli import command
 from gencond.config import add_config_arguments, build_config
 from gencond.evaluate import EvalConfig, run_eval
 from gencond.evaluate.protocol import FULL
+from gencond.files import write_json
 from gencond.methods import get_method
 
 

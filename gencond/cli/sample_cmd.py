@@ -6,15 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-from gencond.artifacts import ConditionalGenerator, load_generator
-from gencond.artifacts.condensed import check_compatible
+from gencond.artifacts import check_compatible
 from gencond.cli import command
+from gencond.engine import CANDIDATE_RULES, ReferenceNetwork, resolve_device, sample_set
+from gencond.engine.candidates import check_candidates
 from gencond.errors import GencondError
 from gencond.methods.coresets import SelectionConfig, embedding_network
-from gencond.serve import CANDIDATE_RULES, sample_set
-from gencond.serve.candidates import check_candidates
+from gencond.models import ConditionalGenerator, load_generator
 from gencond.serve.export import FORMATS, write_sampled
-from gencond.training.networks import ReferenceNetwork, resolve_device
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dim_digits"
 
@@ -54,7 +53,7 @@ def real_data_reference(generator: ConditionalGenerator, role: str, epochs: int,
     """The coresets' embedding network (the selection network or the teacher: ``role``),
     trained on the real training split of the dataset the generator was trained on (read
     from its training config)."""
-    training = generator.metadata.get("training", {})
+    training = generator.training_record
     if "dataset" not in training:
         raise GencondError(f"the generator's config names no training dataset: the {role} needs its real data")
     cfg = SelectionConfig(dataset=training["dataset"], data_root=data_root or training.get("data_root", "data"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

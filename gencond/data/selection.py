@@ -1,6 +1,6 @@
 """Selection rules on one class's embeddings (N, D) -> the positions of the k chosen
 items. Coreset selection applies them to real images (``gencond.methods.coresets``),
-candidate selection to generated ones (``gencond.serve.candidates``).
+candidate selection to generated ones (``gencond.engine.candidates``).
 
 - herding (Welling 2009; as in the DM paper's baseline and IDC's code): greedily add the
   item that brings the mean of the chosen embeddings closest to the class mean;

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gencond.data.base import DatasetInfo, DatasetSplits, LazyImageSet, TensorImageSet, UnreadableImage
+from gencond.data.base import (
+    DatasetInfo,
+    DatasetSplits,
+    LazyImageSet,
+    TensorImageSet,
+    UnreadableImage,
+)
 from gencond.data.registry import register_dataset, register_dataset_prefix
 from gencond.errors import GencondError
 

@@ -7,6 +7,14 @@ Finished cells are appended to a cache as they end, so an interrupted run resume
 it stopped; the whole-training-set cells (for HLR) go to a cache shared by every
 benchmark of the same dataset and protocol.
 
+A set specification may carry serving options after ``?`` (``&``-separated): a generator's
+``candidates=M`` and ``rule=R`` (its fixed set kept by candidate selection from M x INPC
+draws, in the embedding of a selection network trained ``selector_epochs`` on the real
+training split), ``truncation=PSI`` (latents truncated at PSI), and for every set
+``labels=soft`` (trained on a teacher's logits: a condensed file's stored ones, otherwise
+those of a ``teacher_arch`` trained ``teacher_epochs`` on the real training split; a column
+of its own, never ranked with hard labels).
+
 Metrics, in percentage points under the same protocol (DD-Ranking's definitions):
 IOR = accuracy - accuracy of random real images at the same INPC; HLR = accuracy of the
 whole training split - accuracy. DC-BENCH and DD-Ranking report the best accuracy over
@@ -16,6 +24,7 @@ training epochs (chosen on the test set); every figure here is the final accurac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -28,13 +37,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gencond.artifacts import load_generator
-from gencond.artifacts.generator import ConditionalGenerator
-from gencond.artifacts.io import atomic_path
 from gencond.data import DataConfig, DatasetSplits, random_subset
+from gencond.engine.candidates import CANDIDATE_RULES
+from gencond.engine.candidates import Selector as SelectionNetwork
+from gencond.engine.networks import (
+    AUGMENTATIONS,
+    TrainConfig,
+    real_data_network,
+    resolve_device,
+    test_accuracy,
+)
+from gencond.engine.sampling import sample_set
 from gencond.errors import GencondError
 from gencond.evaluate.fidelity import class_fidelity
-from gencond.evaluate.image_fidelity import EXTRACTORS, FidelityExtractor, per_class_fidelity, register_task_extractor
+from gencond.evaluate.image_fidelity import (
+    EXTRACTORS,
+    FidelityExtractor,
+    per_class_fidelity,
+    register_task_extractor,
+)
 from gencond.evaluate.protocol import (
     FULL,
     PROTOCOLS,
@@ -50,12 +71,12 @@ from gencond.evaluate.protocol import (
 )
 from gencond.evaluate.ranking import RankingCell, RankingConfig, rank_architectures
 from gencond.evaluate.report import BenchmarkReport
-from gencond.models import check_architecture
+from gencond.files import atomic_path
+from gencond.models import ConditionalGenerator, check_architecture, load_generator
 from gencond.runtime import forked_map
-from gencond.serve import sample_set
-from gencond.training.networks import AUGMENTATIONS, TrainConfig, real_data_network, resolve_device
 
 FILE_KINDS = ("condensed", "generator")
+SET_LABELS = ("hard", "soft")
 REFERENCE_ARCH = "convnet3"  # the architecture the condensed data was made with; "transfer" averages the others
 
 
@@ -65,7 +86,8 @@ class BenchConfig(DataConfig):
 
     sets: list[str] = field(default_factory=lambda: [RANDOM], metadata={
         "help": "training sets: random, a selection rule (herding, kcenter, ...), NAME=condensed:FILE, "
-                "NAME=generator:FOLDER; random real images are always included"})
+                "NAME=generator:FOLDER, each optionally with ?OPTION=VALUE&... (generators: candidates, rule, "
+                "truncation; every set: labels=soft); random real images are always included"})
     inpc: list[int] = field(default_factory=lambda: [1, 10], metadata={
         "help": "images per class of real subsets and generators (condensed files have their own)"})
     arch: list[str] = field(default_factory=lambda: [REFERENCE_ARCH], metadata={"help": "evaluation architectures"})
@@ -86,6 +108,11 @@ class BenchConfig(DataConfig):
         "help": "task (a ConvNet-3 trained on the real training split) or inception (needs --inception-weights)"})
     fidelity_net_epochs: int = field(default=10, metadata={"help": "epochs of the task extractor / class-fidelity net"})
     inception_weights: str = field(default="", metadata={"help": "local InceptionV3 weights for torch-fidelity"})
+    selector_epochs: int = field(default=1, metadata={"help": "epochs the selection network of candidates=M sets "
+                                                              "(the coresets' ConvNet-3) trains on the real training "
+                                                              "split"})
+    teacher_arch: str = field(default="convnet3", metadata={"help": "the teacher of labels=soft sets"})
+    teacher_epochs: int = field(default=10, metadata={"help": "epochs the teacher trains on the real training split"})
     device: str = "auto"
     workers: int = field(default=1, metadata={
         "help": "processes training cells side by side, CPU only (each gets threads / workers threads; on few cores "
@@ -111,6 +138,10 @@ class BenchConfig(DataConfig):
             raise GencondError(f"unknown protocol {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(PROTOCOLS)}")
         for entry in self.sets:
             parse_set(entry)
+        check_architecture(self.teacher_arch)
+        if self.selector_epochs < 0 or self.teacher_epochs < 0:
+            raise GencondError(f"selector_epochs and teacher_epochs must be >= 0, got {self.selector_epochs}, "
+                               f"{self.teacher_epochs}")
         if self.fidelity_extractor not in EXTRACTORS:
             raise GencondError(f"unknown fidelity extractor {self.fidelity_extractor!r}; choose from {', '.join(EXTRACTORS)}")
         if self.fidelity and self.fidelity_extractor == "inception":
@@ -124,28 +155,71 @@ class BenchConfig(DataConfig):
 @dataclass(frozen=True)
 class SetSpec:
     """One ``sets`` entry: a selection rule (``kind`` 'selection'), a condensed file or a
-    generator folder."""
+    generator folder, with its serving options (``candidates``, ``rule``, ``truncation``,
+    ``labels``; see the module docstring)."""
 
     name: str
     kind: str
     source: str
+    candidates: int = 1
+    rule: str = "herding"
+    truncation: float = 0.0
+    labels: str = "hard"
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The options that differ from the defaults, as written in the entry."""
+        given = {"candidates": self.candidates, "rule": self.rule if self.candidates > 1 else "herding",
+                 "truncation": self.truncation, "labels": self.labels}
+        return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in given.items() if v != SET_DEFAULTS[k]}
 
     @property
     def entry(self) -> str:
-        return self.source if self.kind == "selection" else f"{self.name}={self.kind}:{self.source}"
+        base = self.source if self.kind == "selection" else f"{self.name}={self.kind}:{self.source}"
+        return base + ("?" + "&".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
+
+
+SET_DEFAULTS = {"candidates": 1, "rule": "herding", "truncation": 0.0, "labels": "hard"}
+SET_OPTIONS = {"selection": ("labels",), "condensed": ("labels",), "generator": tuple(SET_DEFAULTS)}
 
 
 def parse_set(entry: str) -> SetSpec:
-    name, sep, rest = entry.partition("=")
+    """A ``sets`` entry -> :class:`SetSpec`; a malformed one ends with one line."""
+    base, _, query = entry.partition("?")
+    name, sep, rest = base.partition("=")
     if not sep:
-        if ":" in entry or not entry:
+        if ":" in base or not base:
             raise GencondError(f"training set {entry!r}: expected a selection rule, NAME=condensed:FILE or "
                                f"NAME=generator:FOLDER")
-        return SetSpec(entry, "selection", entry)
-    kind, colon, source = rest.partition(":")
-    if not (name and colon and source) or kind not in FILE_KINDS:
-        raise GencondError(f"training set {entry!r}: expected NAME=condensed:FILE or NAME=generator:FOLDER")
-    return SetSpec(name, kind, source)
+        spec = SetSpec(base, "selection", base)
+    else:
+        kind, colon, source = rest.partition(":")
+        if not (name and colon and source) or kind not in FILE_KINDS:
+            raise GencondError(f"training set {entry!r}: expected NAME=condensed:FILE or NAME=generator:FOLDER")
+        spec = SetSpec(name, kind, source)
+    return dataclasses.replace(spec, **set_options(entry, spec.kind, query)) if query else spec
+
+
+def set_options(entry: str, kind: str, query: str) -> dict:
+    """The ``?key=value&...`` options of a set entry, checked."""
+    options = {}
+    for item in query.split("&"):
+        key, eq, value = item.partition("=")
+        if not eq or key not in SET_OPTIONS[kind]:
+            raise GencondError(f"training set {entry!r}: {item!r} is not an option of a {kind} set "
+                               f"(options: {', '.join(f'{k}=...' for k in SET_OPTIONS[kind])})")
+        try:
+            options[key] = type(SET_DEFAULTS[key])(value)
+        except ValueError:
+            raise GencondError(f"training set {entry!r}: {key} must be a {type(SET_DEFAULTS[key]).__name__}, "
+                               f"got {value!r}") from None
+    candidates, rule = options.get("candidates", 1), options.get("rule", "herding")
+    if candidates < 1 or rule not in CANDIDATE_RULES or not options.get("truncation", 0.0) >= 0:
+        raise GencondError(f"training set {entry!r}: candidates must be >= 1, rule one of "
+                           f"{', '.join(CANDIDATE_RULES)} and truncation >= 0")
+    if options.get("labels", "hard") not in SET_LABELS:
+        raise GencondError(f"training set {entry!r}: labels must be hard or soft, got {options['labels']!r}")
+    return options
 
 
 @dataclass
@@ -200,9 +274,53 @@ def protocol_fingerprint(splits: DatasetSplits, train: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cell_key(fingerprint: str, row: BenchRow, arch: str, augment: str, seed: int) -> str:
-    return json.dumps({"set": row.spec.entry, "protocol": row.training_set.name, "ipc": row.training_set.ipc,
-                       "arch": arch, "augment": augment, "seed": seed, "recipe": fingerprint}, sort_keys=True)
+def cell_key(fingerprint: str, row: BenchRow, arch: str, augment: str, seed: int, helpers: dict) -> str:
+    """A cell's identity: its coordinates, the recipe, and the networks (selector, teacher)
+    its set or labels came from, where it used one."""
+    key = {"set": row.spec.entry, "protocol": row.training_set.name, "ipc": row.training_set.ipc,
+           "arch": arch, "augment": augment, "seed": seed, "recipe": fingerprint}
+    return json.dumps({**key, **helpers}, sort_keys=True)
+
+
+class ReferenceNetworks:
+    """The networks trained on the real training split that a grid's set options need,
+    each trained once, when first asked for: the selection network of ``candidates`` and
+    the teacher of ``labels=soft``."""
+
+    def __init__(self, cfg: BenchConfig, splits: DatasetSplits, device: torch.device):
+        self.cfg, self.splits, self.device = cfg, splits, device
+
+    @functools.cached_property
+    def selector(self) -> SelectionNetwork:
+        cfg = self.cfg
+        net = real_data_network(self.splits.train, REFERENCE_ARCH, cfg.selector_epochs, self.device, cfg.seed)
+        return SelectionNetwork(net, {"network": REFERENCE_ARCH, "epochs": cfg.selector_epochs, "seed": cfg.seed,
+                                      "trained_on": "the real training split"})
+
+    @functools.cached_property
+    def teacher(self) -> torch.nn.Module:
+        cfg = self.cfg
+        return real_data_network(self.splits.train, cfg.teacher_arch, cfg.teacher_epochs, self.device, cfg.seed)
+
+    def trained(self) -> dict:
+        """What was trained, for the report; the teacher's own test accuracy is computed only
+        now, after the evaluation, for context (nothing is chosen by it)."""
+        about = {}
+        if "selector" in self.__dict__:
+            about["selector"] = self.selector.description
+        if "teacher" in self.__dict__:
+            about["teacher"] = {"network": self.cfg.teacher_arch, "epochs": self.cfg.teacher_epochs, "seed": self.cfg.seed,
+                                "test_accuracy": round(test_accuracy(self.teacher, self.splits.test, self.device), 3)}
+        return about
+
+    def used_by(self, row: BenchRow) -> dict:
+        """What the row's cells depend on besides the set itself (part of their cache keys)."""
+        uses = {}
+        if row.spec.candidates > 1:
+            uses["selector"] = {"network": REFERENCE_ARCH, "epochs": self.cfg.selector_epochs, "seed": self.cfg.seed}
+        if row.spec.labels == "soft" and row.training_set.soft is None:
+            uses["teacher"] = {"network": self.cfg.teacher_arch, "epochs": self.cfg.teacher_epochs, "seed": self.cfg.seed}
+        return uses
 
 
 def folder_bytes(folder: str | Path) -> int:
@@ -219,19 +337,20 @@ def bench_specs(cfg: BenchConfig) -> list[SetSpec]:
 
 
 def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: dict[str, Selector],
-            device: torch.device) -> list[tuple[TrainingSet, int | None]]:
+            device: torch.device, networks: ReferenceNetworks) -> list[tuple[TrainingSet, int | None]]:
     """(training set, artifact bytes) per INPC (per protocol for a generator)."""
     info = splits.info
     if spec.kind == "condensed":
         path = Path(spec.source)
         if not path.is_file():
             raise GencondError(f"training set {spec.name!r}: no condensed set file {path}")
-        return [(ts, path.stat().st_size) for ts in condensed_sets(splits, [spec.source])]
+        return [(ts, path.stat().st_size) for ts in condensed_sets(splits, [spec.source], spec.labels == "soft")]
     if spec.kind == "generator":
         if not Path(spec.source).is_dir():
             raise GencondError(f"training set {spec.name!r}: no generator folder {spec.source}")
         size = folder_bytes(spec.source)
-        return [(ts, size) for ts in generator_sets(splits, spec.source, cfg.inpc, cfg.protocol, device)]
+        return [(ts, size) for ts in generator_sets(splits, spec.source, cfg.inpc, cfg.protocol, device, spec.truncation,
+                                                    spec.candidates, spec.rule, lambda: networks.selector)]
     if spec.source not in (RANDOM, FULL) and spec.source not in selectors:
         raise GencondError(f"training set {spec.source!r}: unknown selection rule")
     pixel_bytes = info.num_classes * info.channels * info.image_size ** 2  # 8-bit pixels, per image per class
@@ -240,15 +359,20 @@ def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: d
 
 
 def bench_rows(cfg: BenchConfig, splits: DatasetSplits, selectors: dict[str, Selector],
-               device: torch.device) -> list[BenchRow]:
+               device: torch.device, networks: ReferenceNetworks) -> list[BenchRow]:
     cache = CellCache(Path(cfg.output_dir) / "cells.jsonl")
     full_cache = CellCache(cfg.full_cache)
-    rows = []
+    rows, seen = [], set()
     for spec in bench_specs(cfg):
-        for training_set, size in rows_of(spec, splits, cfg, selectors, device):
+        for training_set, size in rows_of(spec, splits, cfg, selectors, device, networks):
             if spec.kind != "selection":
                 training_set.name = training_set.name.replace("generator", spec.name) if spec.kind == "generator" \
                     else spec.name
+            where = (training_set.name, training_set.ipc, spec.labels)
+            if where in seen:
+                raise GencondError(f"two training sets give the row {training_set.name!r} at "
+                                   f"{training_set.ipc or 'all'} images per class ({spec.labels} labels): name them apart")
+            seen.add(where)
             rows.append(BenchRow(spec, training_set, size, full_cache if spec.source == FULL else cache))
     return rows
 
@@ -283,22 +407,29 @@ def train_cells(cells: list[PendingCell], workers: int, what: str, log: Callable
 
 
 def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], device: torch.device,
-              log: Callable[[str], None]) -> list[RowResult]:
+              log: Callable[[str], None], networks: ReferenceNetworks) -> list[RowResult]:
     """Train every cell not yet cached, then gather one result per (row, architecture,
     augmentation) from the caches."""
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
     fingerprints = {(number, augment): protocol_fingerprint(splits, row_recipe(cfg, row, augment))
                     for number, row in enumerate(rows) for augment in cfg.augment}
-    keys = {(number, arch, augment, seed): cell_key(fingerprints[number, augment], row, arch, augment, seed)
+    uses = [networks.used_by(row) for row in rows]
+    keys = {(number, arch, augment, seed): cell_key(fingerprints[number, augment], row, arch, augment, seed, uses[number])
             for number, row in enumerate(rows) for arch in cfg.arch for augment in cfg.augment for seed in seeds}
 
     def pending(number: int, arch: str, augment: str, seed: int) -> PendingCell:
         row = rows[number]
         return PendingCell(row.cache, keys[number, arch, augment, seed], lambda: evaluate_cell(
-            splits, row.training_set, arch, "hard", seed, row_recipe(cfg, row, augment), device),
+            splits, row.training_set, arch, row.spec.labels, seed, row_recipe(cfg, row, augment), device,
+            networks.teacher if "teacher" in uses[number] else None),
             f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}")
 
-    train_cells([pending(*cell) for cell in keys], cfg.workers, "cells", log)
+    cells = [pending(*cell) for cell in keys]
+    needed = {name for cell, number in zip(cells, (k[0] for k in keys)) if cell.cache.get(cell.key) is None
+              for name in uses[number]}
+    for name in sorted(needed):  # trained here, once, before any worker process forks
+        getattr(networks, name)
+    train_cells(cells, cfg.workers, "cells", log)
     results = []
     for number, row in enumerate(rows):
         for arch in cfg.arch:
@@ -306,7 +437,7 @@ def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], dev
                 records = [row.cache.get(keys[number, arch, augment, s]) for s in seeds]
                 results.append(RowResult(row.training_set.name, row.training_set.ipc, arch,
                                          [r["accuracy"] for r in records], [r["train_seconds"] for r in records],
-                                         augment=augment if len(cfg.augment) > 1 else ""))
+                                         labels=row.spec.labels, augment=augment if len(cfg.augment) > 1 else ""))
     return results
 
 
@@ -472,7 +603,7 @@ def architecture_ranking(cfg: BenchConfig, splits: DatasetSplits, rows: list[Ben
     fingerprint = protocol_fingerprint(splits, cfg.train)
     caches = {"full" if row.spec.source == FULL else "sets": row.cache for row in rows}
     full = next(row.training_set for row in rows if row.spec.source == FULL)
-    sets = [row.training_set for row in rows if row.spec.source != FULL]
+    sets = [row.training_set for row in rows if row.spec.source != FULL and row.spec.labels == "hard"]
 
     def accuracies(cells: list[RankingCell]) -> dict[str, float]:
         keyed = [PendingCell(caches[c.kind], json.dumps({"cell": c.key, "recipe": fingerprint}), c.train,
@@ -501,10 +632,11 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
     report = BenchmarkReport("bench", dataclasses.asdict(cfg), device)
     splits = cfg.load_splits()
     cfg.ranking.check(splits)
-    rows = bench_rows(cfg, splits, selectors or {}, device)
+    networks = ReferenceNetworks(cfg, splits, device)
+    rows = bench_rows(cfg, splits, selectors or {}, device, networks)
     out = Path(cfg.output_dir)
     start = time.perf_counter()
-    results = run_cells(cfg, splits, rows, device, log)
+    results = run_cells(cfg, splits, rows, device, log, networks)
     extra = extra_columns(cfg, rows, results)
     table = format_table(results, extra, markdown=True)
     log("\nfinal test accuracy (%), mean ± std over seeds (seconds of training per network); IOR and HLR in points\n")
@@ -524,5 +656,6 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
                robustness=[{"training_set": k[0], "ipc": k[1], "arch": k[2], **v} for k, v in robustness(results).items()],
                transfer=[{"training_set": k[0], "ipc": k[1], "augment": k[2], "mean": round(v, 3)}
                          for k, v in transfer(results).items()],
-               fidelity=fidelity, ranking=ranking, files=[str(out / "table.md"), *files])
+               fidelity=fidelity, ranking=ranking, reference_networks=networks.trained(),
+               files=[str(out / "table.md"), *files])
     return report.write(out / "results.json")

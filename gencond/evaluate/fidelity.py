@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gencond.artifacts.generator import ConditionalGenerator
-from gencond.serve import sample_set
+from gencond.engine.sampling import sample_set
+from gencond.models import ConditionalGenerator
 
 
 @torch.no_grad()

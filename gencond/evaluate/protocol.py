@@ -20,15 +20,11 @@ import numpy as np
 import torch
 
 from gencond import __version__
-from gencond.artifacts import CondensedSet, load_generator
-from gencond.artifacts.condensed import check_compatible
+from gencond.artifacts import CondensedSet, check_compatible
 from gencond.config import config_to_dict
 from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_subset
-from gencond.errors import GencondError
-from gencond.models import check_architecture, create_network
-from gencond.runtime import cpu_description
-from gencond.serve import FreshSamples, sample_set
-from gencond.training.networks import (
+from gencond.engine.candidates import Selector as SelectionNetwork
+from gencond.engine.networks import (
     IndexedData,
     TeacherLabelled,
     TrainConfig,
@@ -38,6 +34,15 @@ from gencond.training.networks import (
     test_accuracy,
     train_and_test,
 )
+from gencond.engine.sampling import check_inpc, generate_in_batches, sample_set
+from gencond.errors import GencondError
+from gencond.models import (
+    ConditionalGenerator,
+    check_architecture,
+    create_network,
+    load_generator,
+)
+from gencond.runtime import cpu_description
 
 FULL, RANDOM = "full", "random"
 LABEL_MODES = ("hard", "soft", "relabel")
@@ -166,12 +171,32 @@ def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False) 
 PROTOCOLS = ("fixed", "fresh")
 
 
+class FreshSamples:
+    """DiM's deployment protocol as evaluation training data: each epoch has
+    ``ceil(C * inpc / batch)`` steps, and each step draws new noise for a batch of
+    labels; over an epoch every class appears ``inpc`` times (shuffled)."""
+
+    def __init__(self, generator: ConditionalGenerator, inpc: int, generate_batch: int = 500):
+        check_inpc(inpc)
+        self.generator, self.inpc, self.generate_batch = generator, inpc, generate_batch
+        self.labels = torch.arange(generator.info.num_classes).repeat_interleave(inpc)
+
+    def epoch(self, batch_size: int, generator: torch.Generator):
+        order = self.labels[torch.randperm(len(self.labels), generator=generator)]
+        for labels in order.split(batch_size):
+            latents = self.generator.latents(None, len(labels), generator)
+            yield generate_in_batches(self.generator, labels, latents, self.generate_batch, to_cpu=False), labels
+
+
 def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], protocols: list[str],
-                   device: torch.device, truncation: float = 0.0) -> list[TrainingSet]:
+                   device: torch.device, truncation: float = 0.0, candidates: int = 1, rule: str = "herding",
+                   selector: Callable[[], SelectionNetwork] | None = None) -> list[TrainingSet]:
     """A generator under the two protocols. ``fixed``: the seed draws one set of INPC x C
     images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
     DiM's deployment, the same number of images per epoch but new ones every step. With
-    ``truncation`` psi > 0 both draw latents truncated at psi."""
+    ``truncation`` psi > 0 both draw latents truncated at psi. With ``candidates`` M > 1
+    the fixed set is kept by ``rule`` from M x INPC draws in the embedding of ``selector()``
+    (called when a set is made), and there is no fresh row: selection serves fixed sets."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise GencondError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
@@ -179,15 +204,16 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
         raise GencondError(f"images per class (INPC) must be positive, got {inpcs}")
     generator = load_generator(checkpoint, device).truncated(truncation)
     check_compatible(generator.info, splits.info, checkpoint)
-    truncated = f", truncation {truncation:g}" if truncation else ""
+    served = (f", truncation {truncation:g}" if truncation else "") + (f", {rule} of {candidates}x" if candidates > 1 else "")
     rows = []
-    for protocol in protocols:
+    for protocol in protocols if candidates == 1 else ["fixed"]:
         for inpc in inpcs:
             if protocol == "fixed":
-                make = lambda seed, n=inpc: IndexedData.from_condensed(sample_set(generator, n, seed))
+                make = lambda seed, n=inpc: IndexedData.from_condensed(sample_set(
+                    generator, n, seed, candidates=candidates, rule=rule, selector=selector() if selector else None))
             else:
                 make = lambda seed, n=inpc: FreshSamples(generator, n)
-            rows.append(TrainingSet(f"generator ({protocol}{truncated})", inpc, make))
+            rows.append(TrainingSet(f"generator ({protocol}{served})", inpc, make))
     return rows
 
 

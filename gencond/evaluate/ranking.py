@@ -6,7 +6,7 @@ per stage; DC-BENCH reduces NAS-Bench-201's 5 to 1). Each is trained ``net_epoch
 training split as ground truth (trained here, offline) and ``set_epochs`` on every condensed
 or selected set: a set smaller than the batch takes one SGD step per epoch, so it needs the
 evaluation's epoch count, not the ground truth's (at 10 epochs digits sets of 10-100 images
-left every network at chance; README). All are
+left every network at chance; experiments/architecture_ranking/). All are
 scored on the validation split carved from the training data, so the test split plays no
 part. Reported per set: Spearman's rank correlation between its accuracies and the ground
 truth, and the ground-truth accuracy of the architecture it ranks first (beside the best
@@ -25,11 +25,11 @@ import torch
 from scipy.stats import spearmanr
 
 from gencond.data import DatasetSplits
+from gencond.engine.networks import TrainConfig, train_and_test
 from gencond.errors import GencondError
 from gencond.evaluate.protocol import TrainingSet
 from gencond.models import create_network
 from gencond.models.cells import sample_genotypes
-from gencond.training.networks import TrainConfig, train_and_test
 
 
 @dataclass

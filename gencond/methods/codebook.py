@@ -38,10 +38,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gencond.artifacts import load_generator
-from gencond.artifacts.condensed import check_compatible
+from gencond.artifacts import check_compatible
 from gencond.augment import DEFAULT_STRATEGY, DSA
 from gencond.data import ClassSampler, ImageSet
+from gencond.engine.networks import (
+    RealBatchConfig,
+    RealBatchTrainer,
+)
 from gencond.errors import GencondError
 from gencond.losses.adversarial import (
     feature_discriminator_loss,
@@ -54,13 +57,9 @@ from gencond.losses.codebook import (
 )
 from gencond.methods._registry import get_method, register_method
 from gencond.methods.coresets import SelectionConfig, embedding_network
-from gencond.models import ModelPool, check_architecture, create_network
+from gencond.models import ModelPool, check_architecture, create_network, load_generator
 from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
-from gencond.training.generator import GeneratorConfig, GeneratorTrainer, run_trainer
-from gencond.training.networks import (
-    RealBatchConfig,
-    RealBatchTrainer,
-)
+from gencond.training.trainer import GeneratorConfig, GeneratorTrainer, run_trainer
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
 NESTED_PREFIXES = ("random", "all")
@@ -195,14 +194,14 @@ def initialise_from(gen: CodebookGenerator, folder: str, info) -> list[str]:
     code or noise size) is kept fresh. Anything else is one clear error."""
     source = load_generator(folder)
     check_compatible(source.info, info, folder)
-    state, target = source.net.state_dict(), gen.state_dict()
+    state, target = source.state_dict(), gen.state_dict()
     parts = {"body": [k for k in target if k.startswith("body.")], "fc": [k for k in target if k.startswith("fc.")]}
     for key in parts["body"]:
         if key not in state or state[key].shape != target[key].shape:
             found = tuple(state[key].shape) if key in state else "nothing"
             raise GencondError(
                 f"init_generator {folder} ({source.architecture}) does not fit: {key} is {found} there, this generator "
-                f"needs {tuple(target[key].shape)} (backbone {gen.config()['backbone']}, width {gen.width}); "
+                f"needs {tuple(target[key].shape)} (backbone {gen.config.backbone}, width {gen.width}); "
                 "a DiM generator fits backbone: dim with its width")
     loaded = ["body"]
     if all(k in state and state[k].shape == target[k].shape for k in parts["fc"]):
@@ -291,7 +290,8 @@ class CodebookTrainer(GeneratorTrainer):
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
         gen = CodebookGenerator(info.num_classes, info.channels, info.image_size, cfg.codebook_size, cfg.code_dim,
-                                self.feature_dim(), cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread)
+                                self.feature_dim(), cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread,
+                                info.to_dict())
         if cfg.init_generator:  # before the feature network trains: a folder that does not fit fails at once
             loaded = initialise_from(gen, cfg.init_generator, info)
             self.accelerator.print(f"initialised the generator's {' and '.join(loaded)} from {cfg.init_generator}")

@@ -18,12 +18,16 @@ from torch import nn
 
 from gencond.data.base import ImageSet
 from gencond.data.sampler import check_ipc, random_subset
-from gencond.data.selection import herding_positions, kcenter_positions, kmeans_positions
+from gencond.data.selection import (
+    herding_positions,
+    kcenter_positions,
+    kmeans_positions,
+)
+from gencond.engine.networks import real_data_network, resolve_device
 from gencond.errors import GencondError
 from gencond.methods._registry import register_method
 from gencond.methods.base import CondenseConfig
 from gencond.models import check_architecture, embed
-from gencond.training.networks import real_data_network, resolve_device
 
 
 @dataclass

@@ -33,19 +33,19 @@ import torch
 
 from gencond.augment import DSA
 from gencond.data import ClassSampler, ImageSet
+from gencond.engine.networks import RealBatchConfig, RealBatchTrainer
 from gencond.errors import GencondError
 from gencond.losses.adversarial import wgan_discriminator_loss, wgan_generator_loss
 from gencond.losses.matching import get_matching
 from gencond.methods._registry import register_method
 from gencond.models import ModelPool, check_architecture
-from gencond.models.gan import Discriminator, Generator
-from gencond.training.generator import (
+from gencond.models.gan import DiMDiscriminator, DiMGenerator
+from gencond.training.trainer import (
     GeneratorConfig,
     GeneratorTrainer,
     epoch_batches,
     run_trainer,
 )
-from gencond.training.networks import RealBatchConfig, RealBatchTrainer
 
 PHASE1_DIR = "generator_phase1"
 
@@ -181,8 +181,9 @@ class DiMTrainer(GeneratorTrainer):
 
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
-        gen = Generator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.noise_dim, cfg.conditioning)
-        disc = Discriminator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.leaky_slope)
+        gen = DiMGenerator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.noise_dim, cfg.conditioning,
+                           info.to_dict())
+        disc = DiMDiscriminator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.leaky_slope)
         opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}

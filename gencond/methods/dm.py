@@ -22,18 +22,25 @@ come from the whole real batch and the whole synthetic batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from gencond.artifacts import CondensedSet
 from gencond.augment import DEFAULT_STRATEGY
 from gencond.data import DatasetSplits
+from gencond.engine.networks import resolve_device
 from gencond.losses.matching import class_means
 from gencond.methods._registry import register_method
 from gencond.methods.pixel import ImageTrainer, PixelConfig, run_iterations
 from gencond.models import embed, has_batch_norm
-from gencond.runtime import check_precision, keep_freed_memory, resolve_precision, slow_bf16_warning
-from gencond.training.networks import resolve_device
+from gencond.runtime import (
+    autocast,
+    check_precision,
+    keep_freed_memory,
+    resolve_precision,
+    slow_precision_warning,
+)
 
 
 @dataclass
@@ -45,28 +52,29 @@ class DMConfig(PixelConfig):
     dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "siamese augmentation, one draw per class "
                                                                           "(the DSA README drops flip for digits)"})
     embed_chunk: int = field(default=256, metadata={"help": "real images per forward (0 = all; batch-norm nets: all)"})
-    real_mixed_precision: str = field(default="no", metadata={
+    mixed_precision: str = field(default="no", metadata={
         "help": "the real images' forward (no gradients; most of an iteration): no: fp32 (the paper); auto: under "
                 "bf16 autocast where the device runs bf16 natively (a GPU, a CPU with AVX-512 BF16 or AMX), fp32 "
-                "elsewhere (the CPU-sized configs); bf16: always. The synthetic side stays fp32"})
+                "elsewhere (the CPU-sized configs); bf16, fp16: always. The synthetic side stays fp32"})
+    renamed_keys: ClassVar[dict[str, str]] = {"real_mixed_precision": "mixed_precision"}
 
     def check(self) -> None:
         super().check()
-        check_precision("real_mixed_precision", self.real_mixed_precision)
+        check_precision("mixed_precision", self.mixed_precision)
 
 
-def real_embeddings(net: torch.nn.Module, images: torch.Tensor, chunk: int, bf16: bool = False) -> torch.Tensor:
+def real_embeddings(net: torch.nn.Module, images: torch.Tensor, chunk: int, precision: str = "no") -> torch.Tensor:
     """Embeddings of the real batch (fp32), without gradients, ``chunk`` images per forward:
     one chunk's activations stay in cache, which made the 2,560-image forward of an MNIST
     iteration 3x faster on CPU. A batch-norm network takes the whole batch at once, so
     its statistics are those of all classes together, as in DM's BN variant. With
-    ``bf16`` the forward runs under bf16 autocast: only class means of these embeddings
-    are used, and averaging 256 images per class shrinks bf16's rounding."""
+    ``precision`` bf16 (or fp16) the forward runs under autocast: only class means of these
+    embeddings are used, and averaging 256 images per class shrinks the rounding."""
     if has_batch_norm(net) or chunk <= 0:
         chunk = len(images)
-    with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), autocast(precision, images.device):
         features = torch.cat([embed(net, part) for part in images.split(chunk)])
-    return features.float() if bf16 else features
+    return features if precision == "no" else features.float()
 
 
 def distribution_matching_loss(real_features: torch.Tensor, real_labels: torch.Tensor, syn_features: torch.Tensor,
@@ -79,22 +87,22 @@ def distribution_matching_loss(real_features: torch.Tensor, real_labels: torch.T
     return ((real_means - syn_means)[present] ** 2).sum()
 
 
-def real_forward_in_bf16(cfg: DMConfig, device: torch.device) -> bool:
-    """Whether the real images' forward runs under bf16 autocast (``real_mixed_precision``
-    resolved for ``device``: ``auto`` is bf16 only where the device runs it natively)."""
-    return resolve_precision(cfg.real_mixed_precision, device) == "bf16"
+def real_forward_precision(cfg: DMConfig, device: torch.device) -> str:
+    """The precision the real images' forward runs in: ``mixed_precision`` resolved for
+    ``device`` (``auto`` is bf16 only where the device runs it natively)."""
+    return resolve_precision(cfg.mixed_precision, device)
 
 
-def dm_iteration(trainer: ImageTrainer, real_bf16: bool = False) -> float:
-    """One image update of Algorithm 1, all classes at once (``real_bf16``: the real
-    forward under bf16 autocast)."""
+def dm_iteration(trainer: ImageTrainer, real_precision: str = "no") -> float:
+    """One image update of Algorithm 1, all classes at once (``real_precision``: the real
+    forward's autocast, ``no`` for fp32)."""
     info = trainer.info
     net = trainer.fresh_network().train().requires_grad_(False)
     real, real_labels = trainer.real_batch()
     draw = trainer.augment.draw_groups(info.num_classes, info.image_size, trainer.device)
     with torch.no_grad():
         real = draw(real, real_labels)
-    real_features = real_embeddings(net, real, trainer.cfg.embed_chunk, real_bf16)
+    real_features = real_embeddings(net, real, trainer.cfg.embed_chunk, real_precision)
     syn_features = embed(net, draw(trainer.images, trainer.labels))
     loss = distribution_matching_loss(real_features, real_labels, syn_features, trainer.labels, info.num_classes)
     trainer.step(loss)
@@ -107,9 +115,9 @@ def distribution_matching(cfg: DMConfig, splits: DatasetSplits, log=print) -> Co
     cfg.check()
     keep_freed_memory()
     device = resolve_device(cfg.device)
-    warning = slow_bf16_warning(cfg.real_mixed_precision, device, "real_mixed_precision")
+    warning = slow_precision_warning(cfg.mixed_precision, device)
     if warning:
         log(warning)
-    trainer, real_bf16 = ImageTrainer(cfg, splits.train, device), real_forward_in_bf16(cfg, device)
-    losses = run_iterations(cfg, "dm", lambda i: dm_iteration(trainer, real_bf16), log)
-    return trainer.result("dm", {"final_loss": losses[-1], "real_forward": "bf16" if real_bf16 else "fp32"})
+    trainer, precision = ImageTrainer(cfg, splits.train, device), real_forward_precision(cfg, device)
+    losses = run_iterations(cfg, "dm", lambda i: dm_iteration(trainer, precision), log)
+    return trainer.result("dm", {"final_loss": losses[-1], "real_forward": "fp32" if precision == "no" else precision})

@@ -30,9 +30,9 @@ from torch import nn
 from gencond.artifacts import CondensedSet
 from gencond.augment import DEFAULT_STRATEGY
 from gencond.data import DatasetSplits
-from gencond.training.networks import resolve_device
-from gencond.methods._registry import register_method
+from gencond.engine.networks import resolve_device
 from gencond.losses.matching import layerwise_distance
+from gencond.methods._registry import register_method
 from gencond.methods.pixel import ImageTrainer, PixelConfig, run_iterations
 from gencond.models import has_batch_norm
 from gencond.runtime import keep_freed_memory

@@ -32,8 +32,8 @@ from torch import nn
 from gencond.artifacts import CondensedSet
 from gencond.data import DatasetSplits, ImageSet
 from gencond.data.formation import decode, encode, grey_pad
+from gencond.engine.networks import RealBatchConfig, RealBatchTrainer, resolve_device
 from gencond.errors import GencondError
-from gencond.training.networks import RealBatchConfig, RealBatchTrainer, resolve_device
 from gencond.methods._registry import register_method
 from gencond.methods.pixel import (
     ImageTrainer,

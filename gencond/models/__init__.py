@@ -14,7 +14,24 @@ import torch
 from torch import nn
 
 from gencond.errors import GencondError
-from gencond.models import alexnet, cells, codebook, convnet, densenet, gan, mlp, resnet, vgg  # noqa: F401  (registration)
+from gencond.models import (  # noqa: F401  (registration)
+    alexnet,
+    cells,
+    codebook,
+    convnet,
+    densenet,
+    gan,
+    mlp,
+    resnet,
+    vgg,
+)
+from gencond.models.codebook import CodebookGenerator
+from gencond.models.gan import DiMGenerator
+from gencond.models.generators import (
+    ConditionalGenerator,
+    load_generator,
+    read_generator_config,
+)
 
 GENCOND_NETWORKS = tuple(
     sorted(
@@ -82,4 +99,5 @@ class ModelPool:
         return name, net
 
 
-__all__ = ["GENCOND_NETWORKS", "ModelPool", "check_architecture", "create_network", "embed", "has_batch_norm"]
+__all__ = ["GENCOND_NETWORKS", "CodebookGenerator", "ConditionalGenerator", "DiMGenerator", "ModelPool",
+           "check_architecture", "create_network", "embed", "has_batch_norm", "load_generator", "read_generator_config"]

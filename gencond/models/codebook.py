@@ -23,11 +23,16 @@ on the same trunk (L_c).
 from __future__ import annotations
 
 import torch
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from gencond.errors import GencondError
 from gencond.models.gan import SUPPORTED_SIZES, dim_generator_body, input_projection
-from gencond.models.generators import ClassConditionalGenerator, gaussian_latents, register_generator
+from gencond.models.generators import (
+    ConditionalGenerator,
+    gaussian_latents,
+    register_generator,
+)
 
 BACKBONES = ("blocks", "dim")
 
@@ -49,7 +54,10 @@ def paper_decoder(width: int, channels: int, image_size: int) -> nn.Sequential:
 
 
 @register_generator("codebook_generator")
-class CodebookGenerator(ClassConditionalGenerator):
+class CodebookGenerator(ConditionalGenerator):
+    """The codebook generator (see the module docstring); latents are code vectors."""
+
+    @register_to_config
     def __init__(
         self,
         num_classes: int,
@@ -62,8 +70,9 @@ class CodebookGenerator(ClassConditionalGenerator):
         width: int = 128,
         backbone: str = "blocks",
         extra_code_spread: float = 0.5,
+        dataset: dict | None = None,
     ):
-        super().__init__()
+        super().__init__(num_classes, channels, image_size, dataset)
         if image_size not in SUPPORTED_SIZES:
             raise GencondError(f"the codebook generator supports image sizes {SUPPORTED_SIZES}, got {image_size}")
         if backbone not in BACKBONES:
@@ -72,7 +81,6 @@ class CodebookGenerator(ClassConditionalGenerator):
                             ("embed_dim", embed_dim), ("width", width)):
             if value <= 0:
                 raise GencondError(f"{name} must be positive, got {value}")
-        self.num_classes, self.channels, self.image_size = num_classes, channels, image_size
         self.codebook_size, self.latent_dim, self.width = codebook_size, code_dim, width
         self.extra_code_spread = extra_code_spread
         self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim))
@@ -99,8 +107,7 @@ class CodebookGenerator(ClassConditionalGenerator):
         return self.body(h.view(-1, self.width, 4, 4))
 
     @torch.no_grad()
-    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator,
-                truncation: float = 0.0) -> torch.Tensor:
+    def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
         codebook = self.codebook.detach().float().cpu()
         k = self.codebook_size
         if slots is None:
@@ -109,7 +116,7 @@ class CodebookGenerator(ClassConditionalGenerator):
         else:
             centres, learned = slots % k, slots < k
         spread = codebook.std(0) if k > 1 else codebook.std().expand(codebook.shape[1])
-        noise = gaussian_latents(count, codebook.shape[1], generator, truncation) * spread * self.extra_code_spread
+        noise = gaussian_latents(count, codebook.shape[1], generator, self.truncation) * spread * self.extra_code_spread
         return codebook[centres] + noise * (~learned).unsqueeze(1)
 
 

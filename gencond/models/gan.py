@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from gencond.errors import GencondError
-from gencond.models.generators import ClassConditionalGenerator, register_generator
+from gencond.models.generators import ConditionalGenerator, register_generator
 
 SUPPORTED_SIZES = (28, 32, 64)
 CONDITIONING = ("overwrite", "concat")
@@ -63,7 +64,10 @@ def dim_generator_body(width: int, channels: int, image_size: int) -> nn.Sequent
 
 
 @register_generator("dim_generator")
-class Generator(ClassConditionalGenerator):
+class DiMGenerator(ConditionalGenerator):
+    """DiM's conditional generator (see the module docstring); latents are the noise vectors."""
+
+    @register_to_config
     def __init__(
         self,
         num_classes: int,
@@ -72,8 +76,9 @@ class Generator(ClassConditionalGenerator):
         width: int = 196,
         noise_dim: int = 100,
         conditioning: str = "overwrite",
+        dataset: dict | None = None,
     ):
-        super().__init__()
+        super().__init__(num_classes, channels, image_size, dataset)
         _check_size(image_size)
         if conditioning not in CONDITIONING:
             raise GencondError(f"unknown conditioning {conditioning!r}; choose one of {', '.join(CONDITIONING)}")
@@ -82,7 +87,6 @@ class Generator(ClassConditionalGenerator):
                 f"overwrite conditioning needs a noise size above the number of classes ({noise_dim} <= {num_classes}); "
                 "use conditioning: concat or a larger noise_dim"
             )
-        self.num_classes, self.channels, self.image_size = num_classes, channels, image_size
         self.width, self.noise_dim, self.conditioning = width, noise_dim, conditioning
         self.latent_dim = noise_dim
         in_dim = noise_dim + (num_classes if conditioning == "concat" else 0)
@@ -107,7 +111,7 @@ def _critic_strides(image_size: int) -> list[int]:
     return strides[:2] + [2] + strides[2:] if image_size == 64 else strides
 
 
-class Discriminator(nn.Module):
+class DiMDiscriminator(nn.Module):
     def __init__(self, num_classes: int, channels: int = 3, image_size: int = 32, width: int = 196,
                  negative_slope: float = 0.01):
         super().__init__()

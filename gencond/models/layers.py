@@ -27,7 +27,7 @@ class InstanceNorm(nn.GroupNorm):
     against 3 and 1 ms for the same maps in NCHW, and the view 10 and 2 ms. From 32x32
     up ATen's kernel is the faster one (18 ms against 37). A bf16 map (autocast) takes the
     view too, with its statistics in fp32: ATen's bf16 kernel was slower still, and DM's
-    real forward in bf16 only paid off through the view (README, issue 13)."""
+    real forward in bf16 only paid off through the view (experiments/speed_vs_official/)."""
 
     VIEW_BELOW_PIXELS = 32 * 32
 

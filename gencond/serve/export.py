@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-
 from gencond.artifacts import CondensedSet
 from gencond.errors import GencondError
 

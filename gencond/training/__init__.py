@@ -1,31 +1,6 @@
-"""Training machinery below the methods and the evaluator: network training (evaluation
-networks, networks trained on real batches between other updates) and the generator
-trainer that DiM and the codebook generator fill in with small hooks."""
+"""The generator trainer that every generator method fills in with small hooks (DiM, the
+codebook generator), and choosing a generator state on a validation split."""
 
-from gencond.training.networks import (
-    IndexedData,
-    RealBatchConfig,
-    RealBatchTrainer,
-    TrainConfig,
-    TrainingData,
-    classification_loss,
-    cutmix,
-    resolve_device,
-    test_accuracy,
-    train_and_test,
-    train_network,
-)
+from gencond.training.trainer import GeneratorConfig, GeneratorTrainer, run_trainer
 
-__all__ = [
-    "IndexedData",
-    "RealBatchConfig",
-    "RealBatchTrainer",
-    "TrainConfig",
-    "TrainingData",
-    "classification_loss",
-    "cutmix",
-    "resolve_device",
-    "test_accuracy",
-    "train_and_test",
-    "train_network",
-]
+__all__ = ["GeneratorConfig", "GeneratorTrainer", "run_trainer"]

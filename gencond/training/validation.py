@@ -12,8 +12,13 @@ import torch
 from torch import nn
 
 from gencond.data.base import DatasetInfo, ImageSet
+from gencond.engine.networks import (
+    IndexedData,
+    TrainConfig,
+    test_accuracy,
+    train_network,
+)
 from gencond.models import create_network
-from gencond.training.networks import IndexedData, TrainConfig, test_accuracy, train_network
 
 
 @torch.no_grad()

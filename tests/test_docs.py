@@ -1,0 +1,61 @@
+"""The documentation: the pages generated from the code and the measurements are current,
+the site builds with ``mkdocs build --strict`` (a broken link or a missing page fails), and
+README stays a short front page that opens with the set-up, main-job and test commands."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generator_module():
+    spec = importlib.util.spec_from_file_location("docs_generate", ROOT / "docs" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_pages_are_current():
+    stale = generator_module().stale()
+    assert not stale, f"out of date: {[str(p.relative_to(ROOT)) for p in stale]}; run python docs/generate.py"
+
+
+def test_the_check_sees_a_stale_page(tmp_path, monkeypatch):
+    generate = generator_module()
+    readme = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text()
+    start, end = text.index(generate.HEADLINE_START), text.index(generate.HEADLINE_END)
+    readme.write_text(text[:start] + generate.HEADLINE_START + "\n| an old table |\n" + text[end:])
+    monkeypatch.setattr(generate, "README", readme)
+    monkeypatch.setattr(generate, "CONFIGURATION", ROOT / "docs" / "configuration.md")
+    assert generate.stale() == [readme]
+
+
+def test_every_config_field_of_every_command_is_in_the_reference():
+    from gencond.config import field_reference
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    for _, _, cls in generator_module().config_sections():
+        assert f"## {cls.__name__}" in page
+        assert all(f"| `{row['key']}` |" in page for row in field_reference(cls))
+
+
+def test_the_site_builds_strictly(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, check=False,
+                            env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNING" not in result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "site" / "quickstart" / "index.html").is_file()
+    assert "ConditionalGenerator" in (tmp_path / "site" / "api" / "index.html").read_text()
+
+
+def test_readme_is_a_short_front_page_opening_with_the_three_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    opening = "\n".join(lines[:6])
+    for command in ('pip install -e ".[dev]"', "gencond train dim --config configs/dim/digits.yaml", "python -m pytest -q"):
+        assert command in opening
+    assert not any("issue " in line.lower() for line in lines)
