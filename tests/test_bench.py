@@ -98,7 +98,7 @@ def test_tiny_grid_writes_its_report_and_resumes_without_training(tmp_path, rand
     random_rows = [r for r in saved["results"] if r["training_set"] == "random"]
     assert all(r["ior"] == 0.0 and "hlr" in r for r in random_rows)
     table = (out / "table.md").read_text()
-    assert table.startswith("| training set | IPC |") and "IOR (convnet3, none)" in table and "transfer mean" in table
+    assert table.startswith("| training set | images/class |") and "IOR (convnet3, none)" in table and "transfer mean" in table
     assert {"accuracy_vs_inpc.png", "per_augmentation.png", "per_architecture.png"} <= {p.name for p in out.iterdir()}
     assert saved["bytes"]["random @ 1"] == 10 * 32 * 32
 

@@ -27,7 +27,7 @@ def test_eval_random_selection_prints_a_table_and_writes_json(capsys, tmp_path):
     path = tmp_path / "r.json"
     code, out, _ = run_cli(capsys, "eval", "--ipc", "1", "2", *QUICK, "--json", str(path))
     assert code == 0
-    assert "training set | IPC | convnet3" in out and "random       | 2" in out
+    assert "training set | images/class | convnet3" in out and "random       | 2 " in out
     report = json.loads(path.read_text())
     assert [r["ipc"] for r in report["results"]] == [1, 2]
     assert report["dataset"]["name"] == "digits" and report["config"]["train"]["epochs"] == 2

@@ -76,7 +76,7 @@ def test_results_table_adds_cost_columns_per_row_and_dashes_where_absent():
     rows = [RowResult("random", 1, "convnet3", [50.0, 60.0], [1.0, 3.0]),
             RowResult("DM", 1, "convnet3", [80.0, 80.0], [2.0, 2.0])]
     table = format_table(rows, {("DM", 1): {"train s": "287", "bytes": "31,616"}}).splitlines()
-    assert [c.strip() for c in table[0].split(" | ")] == ["training set", "IPC", "convnet3", "train s", "bytes"]
+    assert [c.strip() for c in table[0].split(" | ")] == ["training set", "images/class", "convnet3", "train s", "bytes"]
     assert [c.strip() for c in table[2].split(" | ")] == ["random", "1", "55.00 ± 5.00 (2 s)", "-", "-"]
     assert [c.strip() for c in table[3].split(" | ")] == ["DM", "1", "80.00 ± 0.00 (2 s)", "287", "31,616"]
     assert format_table(rows).splitlines()[0].split(" | ")[-1].strip() == "convnet3"

@@ -102,7 +102,7 @@ def test_soft_labels_survive_multi_formation_decoding():
 def test_label_modes_are_separate_columns():
     rows = [RowResult("random", 1, "convnet3", [50.0], [1.0]), RowResult("random", 1, "convnet3", [70.0], [1.0], "soft")]
     header = [c.strip() for c in format_table(rows).splitlines()[0].split(" | ")]
-    assert header == ["training set", "IPC", "convnet3", "convnet3, soft labels"]
+    assert header == ["training set", "images/class", "convnet3", "convnet3, soft labels"]
     assert rows[1].to_dict()["labels"] == "soft"
 
 

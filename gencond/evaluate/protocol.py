@@ -287,7 +287,7 @@ def evaluation_teacher(splits: DatasetSplits, cfg: EvalConfig, device: torch.dev
 
 def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], dict[str, str]] | None = None,
                  markdown: bool = False) -> str:
-    """Rows: training set x IPC; columns: architecture, 'mean ± std (s per network)', then
+    """Rows: training set x images per class (IPC or INPC); columns: architecture, 'mean ± std (s per network)', then
     the ``extra`` columns given per (training set, IPC) (e.g. training cost), '-' where
     absent; aligned plain text, or a markdown table."""
     extra = extra or {}
@@ -295,7 +295,7 @@ def format_table(results: list[RowResult], extra: dict[tuple[str, int | None], d
     extra_names = list(dict.fromkeys(column for columns in extra.values() for column in columns))
     keys = list(dict.fromkeys((r.name, r.ipc) for r in results))
     cell = {(r.name, r.ipc, r.column): f"{r.mean:6.2f} ± {r.std:4.2f} ({np.mean(r.train_seconds):.0f} s)" for r in results}
-    header = ["training set", "IPC"] + archs + extra_names
+    header = ["training set", "images/class"] + archs + extra_names
     lines = [[name, str(ipc or "all")] + [cell.get((name, ipc, a), "-") for a in archs]
              + [extra.get((name, ipc), {}).get(column, "-") for column in extra_names] for name, ipc in keys]
     return format_rows(header, lines, markdown)
