@@ -18,7 +18,8 @@ class DataConfig:
     data_root: str = field(default="data", metadata={"help": "where named datasets live"})
     download: bool = field(default=False, metadata={"help": "allow torchvision to download the dataset"})
     image_size: int = field(default=0, metadata={"help": "ImageFolder datasets only (0 = the dataset's default)"})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "seeds every random choice of the run (and carves the validation "
+                                                   "split)"})
     validation_per_class: int = field(default=0, metadata={"help": "training images per class held out as a validation "
                                                                    "split for model selection (0 = none)"})
 

@@ -49,16 +49,16 @@ class TrainConfig:
 
     epochs: int = field(default=1000, metadata={"help": "training epochs (1000 is the paper setting)"})
     lr: float = field(default=0.01, metadata={"help": "SGD learning rate"})
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
     schedule: str = field(default="step", metadata={"help": "step (x0.1 after half the epochs) or cosine"})
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"help": "training batch"})
     augment: str = field(default="dsa", metadata={"help": "none, dsa (per-image differentiable augmentation), or "
                                                           "a DC-BENCH policy: imagenet, autoaugment, randaugment"})
-    dsa_strategy: str = DEFAULT_STRATEGY
+    dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "DSA operations, joined by _"})
     dsa_mode: str = field(default="dsa", metadata={"help": "dsa (one operation per batch) or idc (flip+color+cutout+one)"})
     cutmix_prob: float = field(default=0.0, metadata={"help": "probability of CutMix per batch (0 = off)"})
-    cutmix_beta: float = 1.0
+    cutmix_beta: float = field(default=1.0, metadata={"help": "Beta(beta, beta) of CutMix's box area"})
     temperature: float = field(default=1.0, metadata={"help": "soft-label temperature T of the KL loss (1: the "
                                                               "teacher's own distribution)"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (GPU)"})
@@ -228,13 +228,13 @@ class RealBatchConfig:
     something else: SGD, per-image augmentation, optional CutMix."""
 
     batches: int = field(default=16, metadata={"help": "real batches per update (DiM code: 16)"})
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    batch_size: int = field(default=64, metadata={"help": "real images per batch"})
+    lr: float = field(default=0.01, metadata={"help": "SGD learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
     dsa_strategy: str = field(default="color_crop", metadata={"help": "per-image augmentation ('none' = off)"})
     cutmix_prob: float = field(default=0.0, metadata={"help": "probability of CutMix per batch"})
-    cutmix_beta: float = 1.0
+    cutmix_beta: float = field(default=1.0, metadata={"help": "Beta(beta, beta) of CutMix's box area"})
 
     def check(self, dsa_mode: str) -> None:
         if self.batches < 0 or self.batch_size <= 0:

@@ -94,9 +94,9 @@ class BenchConfig(DataConfig):
     augment: list[str] = field(default_factory=lambda: ["dsa"], metadata={
         "help": f"evaluation augmentations: {', '.join(AUGMENTATIONS)}"})
     protocol: list[str] = field(default_factory=lambda: ["fixed"], metadata={"help": "generator protocols: fixed, fresh"})
-    seeds: int = 3
+    seeds: int = field(default=3, metadata={"help": "evaluation seeds per cell (from seed on): network, order, subset"})
     full_data: bool = field(default=True, metadata={"help": "also train on the whole training split (HLR)"})
-    output_dir: str = "runs/bench"
+    output_dir: str = field(default="runs/bench", metadata={"help": "results.json, table.md, plots, cells.jsonl"})
     full_data_epochs: int = field(default=0, metadata={
         "help": "epochs on the whole training split (0 = train.epochs; it needs far fewer than a small set)"})
     full_cache: str = field(default="runs/bench/full-data.jsonl", metadata={
@@ -113,7 +113,7 @@ class BenchConfig(DataConfig):
                                                               "split"})
     teacher_arch: str = field(default="convnet3", metadata={"help": "the teacher of labels=soft sets"})
     teacher_epochs: int = field(default=10, metadata={"help": "epochs the teacher trains on the real training split"})
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     workers: int = field(default=1, metadata={
         "help": "processes training cells side by side, CPU only (each gets threads / workers threads; on few cores "
                 "small networks train faster side by side than with more threads each)"})

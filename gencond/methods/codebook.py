@@ -101,7 +101,7 @@ class CodebookConfig(GeneratorConfig):
     association_size: int = field(default=64, metadata={"help": "real images per class in a step's association (silent)"})
     dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={
         "help": "per-class siamese DSA of real and generated images before phi (CAFE/DM practice; 'none' = off)"})
-    dsa_mode: str = "dsa"
+    dsa_mode: str = field(default="dsa", metadata={"help": "dsa (one operation per draw) or idc"})
     # the feature network phi
     phi_pool: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "ConvNets phi is drawn from (paper: ConvNet-3; ConvNet-4 at 64x64)"})
     phi_training: RealBatchConfig = field(default_factory=lambda: RealBatchConfig(batches=1, batch_size=128, dsa_strategy="none"),

@@ -63,8 +63,8 @@ class DiMConfig(GeneratorConfig):
     # GAN optimisation
     batch_size: int = field(default=64, metadata={"help": "real batch per process (paper B = 64; code phase 1: 128)"})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of G and D"})
-    beta1: float = 0.0
-    beta2: float = 0.9
+    beta1: float = field(default=0.0, metadata={"help": "Adam beta1 of G and D"})
+    beta2: float = field(default=0.9, metadata={"help": "Adam beta2 of G and D"})
     gp_weight: float = field(default=10.0, metadata={"help": "gradient-penalty weight"})
     gan_epochs: int = field(default=120, metadata={"help": "phase 1 epochs N (GAN only)"})
     match_epochs: int = field(default=100, metadata={"help": "phase 2 epochs (GAN + matching; code default 100)"})
@@ -74,7 +74,8 @@ class DiMConfig(GeneratorConfig):
     match_lr: float = field(default=0.0, metadata={"help": "phase-2 learning rate of G and D (0 = keep lr; code 5e-6)"})
     match_batch: int = field(default=64, metadata={"help": "class-balanced matching batch (B // C images per class)"})
     match_augment: bool = field(default=True, metadata={"help": "one shared DSA draw for the matched pair (siamese)"})
-    pool: list[str] = field(default_factory=lambda: ["convnet3", "resnet10_cifar", "resnet18_cifar"])
+    pool: list[str] = field(default_factory=lambda: ["convnet3", "resnet10_cifar", "resnet18_cifar"], metadata={
+        "help": "matching networks, one drawn and freshly initialised per phase-2 epoch (any timm name)"})
     pool_training: RealBatchConfig = field(default_factory=RealBatchConfig, metadata={
         "help": "the pool network's real-data training before every generator step (DiM code: 16 batches of 64, "
                 "SGD 0.01, per-image color_crop: the matching strategy less cutout)"})

@@ -63,7 +63,7 @@ class IDCConfig(PixelConfig):
     match_bias: bool = field(default=False, metadata={"help": "also match bias and norm gradients"})
     match_fc: bool = field(default=False, metadata={"help": "also match the linear head's weight gradient"})
     dsa_strategy: str = field(default="color_crop_cutout", metadata={"help": "matching augmentation (MNIST f>1: color_crop)"})
-    dsa_mode: str = "idc"
+    dsa_mode: str = field(default="idc", metadata={"help": "idc (IDC code: flip, colour, cutout and one more) or dsa"})
     net_training: RealBatchConfig = field(default_factory=lambda: RealBatchConfig(batches=32, cutmix_prob=0.5), metadata={
         "help": "the matching network's real-data training per inner step: the code trains on 2000 real images "
                 "(32 batches of 64; MNIST 500: 8), colour+crop, CutMix 0.5 (MNIST f>1: 0)"})
