@@ -334,7 +334,6 @@ def train(args, epoch, generator, discriminator, optim_g, optim_d, trainloader, 
 
 def test_speed_vs_official_times_both_codes_alternately_and_counts_their_flops(tmp_path):
     import subprocess
-    import sys
 
     (tmp_path / "main_DM.py").write_text(FAKE_MAIN_DM)
     (tmp_path / "gan_model.py").write_text(FAKE_DIM_MODELS)

@@ -119,9 +119,7 @@ def test_cli_samples_with_a_real_data_selector_and_refuses_bad_requests(tmp_path
 def serving_bench(tmp_path, *extra) -> dict:
     """experiments/serving/bench_serving.py on digits at a tiny size (one seed, one epoch, untrained selector and teacher); its JSON."""
     import json
-    import os
     import subprocess
-    import sys
 
     out = tmp_path / "serving.json"
     result = subprocess.run(

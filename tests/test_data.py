@@ -217,8 +217,6 @@ def test_a_stand_in_for_an_unreadable_file_comes_from_the_same_view(tmp_path, ca
 def test_imagenet_data_script_runs_at_a_tiny_size(tmp_path):
     import json
     import subprocess
-    import sys
-    from pathlib import Path
 
     from conftest import driver, driver_env
 
