@@ -71,7 +71,7 @@ def held_out_scores(generator, splits, net, extractor: FidelityExtractor, args, 
     drawn = sample_set(generator, args.validation_per_class, seed=args.seed)
     real, _ = validation.batch(torch.arange(len(validation)))
     fid = extractor.metrics(drawn.images, real, info, device, args.seed)["fid"]
-    return {"validation accuracy": validation_score(generator.net, info, validation, args.validation_inpc,
+    return {"validation accuracy": validation_score(generator, info, validation, args.validation_inpc,
                                                     args.validation_epochs, args.seed, device),
             "class fidelity": class_fidelity(generator, net, args.validation_per_class, args.seed),
             "-FID": -fid}
