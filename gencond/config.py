@@ -167,24 +167,31 @@ def _renamed_flags(cls, prefix: tuple[str, ...], counts: dict[str, int]):
             yield from _renamed_flags(hints[f.name], prefix + (f.name,), counts)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag`` per leaf field of ``cls`` (see :func:`_flags` for nested fields), and
-    one refusing each renamed field's old flag."""
-    defaults = cls()
-    leaves = list(_leaf_fields(cls))
+def _leaf_flags(cls) -> tuple[list[tuple[tuple[str, ...], dataclasses.Field, Any, Any, list[str]]], dict[str, int]]:
+    """(path, field, type, default, flags) of every leaf field of ``cls``, and how many leaves
+    bear each name (a nested field gets its short flag only where its name is unique)."""
+    defaults, leaves = cls(), list(_leaf_fields(cls))
     counts: dict[str, int] = {}
     for path, _, _ in leaves:
         counts[path[-1]] = counts.get(path[-1], 0) + 1
-    for old_flags, new_flag in _renamed_flags(cls, (), counts):
-        parser.add_argument(*old_flags, *[f"--no-{flag[2:]}" for flag in old_flags], action=_RenamedFlag,
-                            new=new_flag, dest=argparse.SUPPRESS)
+    rows = []
     for path, f, tp in leaves:
         default = defaults
         for part in path:
             default = getattr(default, part)
-        flags = _flags(path, counts[path[-1]] == 1)
+        rows.append((path, f, _unwrap_optional(tp), default, _flags(path, counts[path[-1]] == 1)))
+    return rows, counts
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--flag`` per leaf field of ``cls`` (see :func:`_flags` for nested fields), and
+    one refusing each renamed field's old flag."""
+    rows, counts = _leaf_flags(cls)
+    for old_flags, new_flag in _renamed_flags(cls, (), counts):
+        parser.add_argument(*old_flags, *[f"--no-{flag[2:]}" for flag in old_flags], action=_RenamedFlag,
+                            new=new_flag, dest=argparse.SUPPRESS)
+    for path, f, tp, default, flags in rows:
         help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
-        tp = _unwrap_optional(tp)
         common = {"dest": ".".join(path), "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
@@ -197,20 +204,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
 def field_reference(cls) -> list[dict]:
     """Every leaf field of ``cls`` as the configuration reference lists it: the YAML key
     (dotted for nested fields), its flags, type, default and help text."""
-    defaults, leaves = cls(), list(_leaf_fields(cls))
-    counts: dict[str, int] = {}
-    for path, _, _ in leaves:
-        counts[path[-1]] = counts.get(path[-1], 0) + 1
-    rows = []
-    for path, f, tp in leaves:
-        default = defaults
-        for part in path:
-            default = getattr(default, part)
-        tp = _unwrap_optional(tp)
-        kind = f"list of {typing.get_args(tp)[0].__name__}" if _is_list(tp) else getattr(tp, "__name__", str(tp))
-        rows.append({"key": ".".join(path), "flags": _flags(path, counts[path[-1]] == 1), "type": kind,
-                     "default": default, "help": f.metadata.get("help", "")})
-    return rows
+    return [{"key": ".".join(path), "flags": flags, "default": default, "help": f.metadata.get("help", ""),
+             "type": f"list of {typing.get_args(tp)[0].__name__}" if _is_list(tp) else getattr(tp, "__name__", str(tp))}
+            for path, f, tp, default, flags in _leaf_flags(cls)[0]]
 
 
 def _nest(flat: dict[str, Any]) -> dict:
