@@ -290,17 +290,25 @@ class ReferenceNetworks:
     def __init__(self, cfg: BenchConfig, splits: DatasetSplits, device: torch.device):
         self.cfg, self.splits, self.device = cfg, splits, device
 
+    def recipe(self, name: str) -> dict:
+        """How the ``selector`` or the ``teacher`` is made: network, epochs, seed."""
+        cfg = self.cfg
+        network, epochs = {"selector": (REFERENCE_ARCH, cfg.selector_epochs),
+                           "teacher": (cfg.teacher_arch, cfg.teacher_epochs)}[name]
+        return {"network": network, "epochs": epochs, "seed": cfg.seed}
+
+    def _train(self, name: str) -> torch.nn.Module:
+        made = self.recipe(name)
+        return real_data_network(self.splits.train, made["network"], made["epochs"], self.device, made["seed"])
+
     @functools.cached_property
     def selector(self) -> SelectionNetwork:
-        cfg = self.cfg
-        net = real_data_network(self.splits.train, REFERENCE_ARCH, cfg.selector_epochs, self.device, cfg.seed)
-        return SelectionNetwork(net, {"network": REFERENCE_ARCH, "epochs": cfg.selector_epochs, "seed": cfg.seed,
-                                      "trained_on": "the real training split"})
+        return SelectionNetwork(self._train("selector"), {**self.recipe("selector"),
+                                                          "trained_on": "the real training split"})
 
     @functools.cached_property
     def teacher(self) -> torch.nn.Module:
-        cfg = self.cfg
-        return real_data_network(self.splits.train, cfg.teacher_arch, cfg.teacher_epochs, self.device, cfg.seed)
+        return self._train("teacher")
 
     def trained(self) -> dict:
         """What was trained, for the report; the teacher's own test accuracy is computed only
@@ -309,7 +317,7 @@ class ReferenceNetworks:
         if "selector" in self.__dict__:
             about["selector"] = self.selector.description
         if "teacher" in self.__dict__:
-            about["teacher"] = {"network": self.cfg.teacher_arch, "epochs": self.cfg.teacher_epochs, "seed": self.cfg.seed,
+            about["teacher"] = {**self.recipe("teacher"),
                                 "test_accuracy": round(test_accuracy(self.teacher, self.splits.test, self.device), 3)}
         return about
 
@@ -317,9 +325,9 @@ class ReferenceNetworks:
         """What the row's cells depend on besides the set itself (part of their cache keys)."""
         uses = {}
         if row.spec.candidates > 1:
-            uses["selector"] = {"network": REFERENCE_ARCH, "epochs": self.cfg.selector_epochs, "seed": self.cfg.seed}
+            uses["selector"] = self.recipe("selector")
         if row.spec.labels == "soft" and row.training_set.soft is None:
-            uses["teacher"] = {"network": self.cfg.teacher_arch, "epochs": self.cfg.teacher_epochs, "seed": self.cfg.seed}
+            uses["teacher"] = self.recipe("teacher")
         return uses
 
 
