@@ -5,6 +5,8 @@
   and seconds of a generator method's own training steps (:func:`measure_steps`). Used by
   ``imagenet_cost/cost_model.py`` and ``speed_vs_official/speed_vs_official.py``.
 - :func:`rss_mib`: resident memory of a process tree (``serving_load``, ``imagenet_cost``).
+- :func:`add_set_argument`: a driver's repeatable ``--set KEY=VALUE`` (read by
+  ``gencond.config.config_with_sets``).
 
 Drivers run as modules from the repository root (``python -m experiments.STUDY.DRIVER``),
 so ``experiments._common`` imports without any path set-up."""
@@ -166,3 +168,9 @@ def rss_mib(pid: int) -> float:
         total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
         pids += [int(c) for c in children]
     return total
+
+
+def add_set_argument(parser, help: str = "override a field of the config (a YAML value)", flag: str = "--set") -> None:
+    """``--set KEY=VALUE`` (repeatable; or ``flag``, for a script with several configs), read
+    by ``gencond.config.config_with_sets``."""
+    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help)

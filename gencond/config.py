@@ -311,14 +311,8 @@ def checked_config(cls: type[T], data: dict, where: str) -> T:
     return cfg
 
 
-def add_set_argument(parser, help: str = "override a field of the config (a YAML value)", flag: str = "--set") -> None:
-    """``--set KEY=VALUE`` (repeatable; or ``flag``, for a script with several configs), read
-    by :func:`config_with_sets`."""
-    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help)
-
-
 def config_with_sets(cls: type[T], path: str, items: list[str]) -> T:
-    """The config file at ``path`` with ``--set KEY=VALUE`` overrides (YAML values; a
+    """The config file at ``path`` with ``KEY=VALUE`` overrides (``gencond sweep --set``) (YAML values; a
     dotted KEY such as ``pool_training.batches`` sets one field of a nested config and
     keeps the file's others), checked; a malformed or bad one raises a one-line error."""
     data = load_yaml(path)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
+from experiments._common import add_set_argument
 from gencond.cli import guarded
 from gencond.config import (
     OneLineParser,
-    add_set_argument,
     config_with_sets,
     parse_variant,
     variant_config,

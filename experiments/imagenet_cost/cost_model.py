@@ -27,11 +27,10 @@ import dataclasses
 
 import torch
 
-from experiments._common import cpu_rates, measure_steps, step_config
+from experiments._common import add_set_argument, cpu_rates, measure_steps, step_config
 from gencond.cli import guarded
 from gencond.config import (
     OneLineParser,
-    add_set_argument,
     config_with_sets,
     variant_config,
 )

@@ -52,9 +52,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments._common import FlopCounter, cpu_rates, measure_steps, step_config
+from experiments._common import (
+    FlopCounter,
+    add_set_argument,
+    cpu_rates,
+    measure_steps,
+    step_config,
+)
 from gencond.cli import guarded
-from gencond.config import OneLineParser, add_set_argument, config_with_sets
+from gencond.config import OneLineParser, config_with_sets
 from gencond.errors import GencondError
 from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport

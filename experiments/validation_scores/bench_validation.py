@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from experiments._common import add_set_argument
 from gencond.cli import guarded
-from gencond.config import OneLineParser, add_set_argument, config_with_sets
+from gencond.config import OneLineParser, config_with_sets
 from gencond.engine import IndexedData, TrainConfig, resolve_device
 from gencond.engine.networks import real_data_network
 from gencond.errors import GencondError
