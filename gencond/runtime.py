@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+import numpy as np
 import torch
 
 from gencond.errors import GencondError
@@ -29,6 +30,13 @@ from gencond.errors import GencondError
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 1 << 30
 _configured = False
+
+
+def seeded_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator whose stream depends on (seed, keys) only (non-negative keys), mixed
+    by NumPy's SeedSequence so nearby seeds and keys give unrelated streams."""
+    state = np.random.SeedSequence([seed % 2**64, *keys]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def keep_freed_memory() -> bool:

@@ -74,7 +74,7 @@ def test_sample_set_keeps_inpc_of_its_m_times_inpc_draws_per_class(generator, se
     assert chosen.labels.tolist() == pool.labels.view(10, 6)[:, :2].flatten().tolist()
     for image, label in zip(chosen.images, chosen.labels):
         same_class = pool.images[pool.labels == label]
-        assert any(torch.equal(image, candidate) for candidate in same_class)
+        assert any(torch.allclose(image, candidate, atol=1e-5) for candidate in same_class)  # generated in another batch
     assert chosen.config["candidates"] == {"per_kept_image": 3, "rule": "confidence",
                                            "selector": {"network": "convnet3", "trained_on": "nothing"}}
     dataset = GeneratorDataset(generator, inpc=2, seed=4, batch_size=500, candidates=3, rule="confidence",

@@ -127,7 +127,7 @@ def test_an_os_error_in_a_command_is_one_line(monkeypatch, capsys, tmp_path):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "png"))
 
-    monkeypatch.setattr(sample_cmd, "sample_set", full_disk)
+    monkeypatch.setattr(sample_cmd, "write_stream", full_disk)
     code = main(["sample", "--inpc", "1", "--out", str(tmp_path / "png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err == [f"gencond sample: error: No space left on device: {tmp_path / 'png'}"], err

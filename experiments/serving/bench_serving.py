@@ -33,7 +33,7 @@ from gencond.config import OneLineParser
 from gencond.data import DataConfig
 from gencond.engine import IndexedData, TrainConfig, resolve_device
 from gencond.engine.networks import real_data_network, test_accuracy
-from gencond.engine.sampling import class_slots, seeded_latents
+from gencond.engine.sampling import set_latents
 from gencond.evaluate.protocol import (
     FreshSamples,
     TrainingSet,
@@ -99,9 +99,9 @@ def generator_rows(name: str, generator, inpcs: list[int], candidates: int, rule
 def truncation_changes_the_set(generator, inpc: int, psi: float) -> bool:
     """False where the fixed set has no Gaussian part to truncate (a codebook generator's
     first K codes)."""
-    slots = class_slots(generator.info.num_classes, inpc)
-    return not torch.equal(seeded_latents(generator, slots, len(slots), 0),
-                           seeded_latents(generator.truncated(psi), slots, len(slots), 0))
+    classes = torch.arange(generator.info.num_classes)
+    return not torch.equal(set_latents(generator, classes, inpc, 0),
+                           set_latents(generator.truncated(psi), classes, inpc, 0))
 
 
 def timed(rows: list[TrainingSet], seconds: dict[tuple[str, int | None], list[float]]) -> None:

@@ -1,6 +1,6 @@
 """Artifacts: the condensed set file (generator folders are the generators' own
 ``save_pretrained`` / ``from_pretrained``, in :mod:`gencond.models.generators`)."""
 
-from gencond.artifacts.condensed import CondensedSet, check_compatible
+from gencond.artifacts.condensed import SHARD_INDEX, CondensedSet, check_compatible, write_shard_index
 
-__all__ = ["CondensedSet", "check_compatible"]
+__all__ = ["SHARD_INDEX", "CondensedSet", "check_compatible", "write_shard_index"]

@@ -29,9 +29,12 @@ import torch
 from gencond import __version__
 from gencond.data.base import DatasetInfo
 from gencond.errors import GencondError
-from gencond.files import atomic_path
+from gencond.files import atomic_path, write_json
 
 FORMAT = "gencond-condensed-set/1"
+# A set too large for one file is a folder of shard files (each a condensed set) and this index.
+SHARD_INDEX = "index.json"
+SHARDS_FORMAT = "gencond-condensed-shards/1"
 
 
 @dataclass
@@ -121,7 +124,10 @@ class CondensedSet:
 
     @classmethod
     def load(cls, path: str | Path) -> CondensedSet:
+        """Read a set file, or a folder of shards (its ``index.json``) as one set."""
         path = Path(path)
+        if (path / SHARD_INDEX).is_file():
+            return _load_shards(path)
         if not path.is_file():
             raise GencondError(f"no condensed set file at {path}")
         reader = {".pt": _read_pt, ".npz": _read_npz}.get(path.suffix, _read_safetensors)
@@ -150,6 +156,30 @@ class CondensedSet:
         )
         condensed.validate(str(path))
         return condensed
+
+
+def write_shard_index(path: Path, names: list[str], images: int, method: str, config: dict) -> None:
+    write_json(path, {"format": SHARDS_FORMAT, "gencond_version": __version__, "images": images, "method": method,
+                      "config": config, "shards": names})
+
+
+def _load_shards(folder: Path) -> CondensedSet:
+    try:
+        index = json.loads((folder / SHARD_INDEX).read_text())
+        names, images = [str(n) for n in index["shards"]], int(index["images"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise GencondError(f"{folder / SHARD_INDEX}: unreadable shard index ({err})") from None
+    if index.get("format") != SHARDS_FORMAT or any("/" in n or "\\" in n for n in names):
+        raise GencondError(f"{folder / SHARD_INDEX} is not a gencond shard index")
+    shards = [CondensedSet.load(folder / name) for name in names]
+    if not shards or sum(len(s) for s in shards) != images:
+        raise GencondError(f"{folder}: the shards hold {sum(len(s) for s in shards)} images, the index says {images}")
+    for shard in shards[1:]:
+        check_compatible(shard.info, shards[0].info, str(folder))
+    soft = [s.soft_labels for s in shards]
+    return CondensedSet(torch.cat([s.images for s in shards]), torch.cat([s.labels for s in shards]), shards[0].info,
+                        None if any(t is None for t in soft) else torch.cat(soft), method=str(index.get("method")),
+                        config=index.get("config", {}), factor=shards[0].factor)
 
 
 def check_compatible(mine: DatasetInfo, dataset: DatasetInfo, where: str) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from gencond.artifacts import check_compatible
 from gencond.cli import command
-from gencond.engine import CANDIDATE_RULES, ReferenceNetwork, resolve_device, sample_set
+from gencond.engine import CANDIDATE_RULES, ReferenceNetwork, resolve_device
 from gencond.engine.candidates import check_candidates
+from gencond.engine.sampling import check_inpc, class_list, set_config, stream_set
 from gencond.errors import GencondError
 from gencond.methods.coresets import SelectionConfig, embedding_network
 from gencond.models import ConditionalGenerator, load_generator
-from gencond.serve.export import FORMATS, write_sampled
+from gencond.serve.export import FORMATS, check_fits, output_path, write_stream
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dim_digits"
 
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same images")
     parser.add_argument("--classes", type=int, nargs="+", help="class indices to draw (default: all)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--shard-size", type=int, default=50_000, metavar="IMAGES",
+                        help="a safetensors or npz set of more images is written as a folder of files of this many "
+                             "images and an index.json (memory stays bounded by it)")
     parser.add_argument("--truncation", type=float, default=0.0, metavar="PSI",
                         help="draw the latents' Gaussian part from N(0, 1) truncated to [-PSI, PSI]: images nearer "
                              "their class's modes, less diverse (0 = off)")
@@ -71,30 +75,52 @@ def real_data_reference(generator: ConditionalGenerator, role: str, epochs: int,
                           "images": len(splits.train), "epochs": epochs, "seed": seed, "train_seconds": round(seconds, 2)})
 
 
+def progress(runs, total: int):
+    """The runs, counted on a progress bar of images (stderr; silent when not a terminal)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="img", desc="sampling", disable=None) as bar:
+        for run in runs:
+            yield run
+            bar.update(len(run[1]))
+
+
 @command("sample", help="draw INPC images per class from a generator (ImageFolder PNGs or a condensed set file)",
          add_arguments=add_arguments)
 def run(args: argparse.Namespace) -> None:
     generator = load_generator(args.checkpoint or default_checkpoint(), resolve_device(args.device))
     generator = generator.truncated(args.truncation)
+    check_inpc(args.inpc)
     check_candidates(args.candidates, args.rule, None, need_selector=False)
-    if args.selector_epochs < 0 or args.teacher_epochs < 0:
-        raise GencondError(f"--selector-epochs and --teacher-epochs must be >= 0, got {args.selector_epochs}, "
-                           f"{args.teacher_epochs}")
+    if min(args.selector_epochs, args.teacher_epochs) < 0 or min(args.batch_size, args.shard_size) <= 0:
+        raise GencondError(f"--selector-epochs and --teacher-epochs must be >= 0 and --batch-size and --shard-size "
+                           f"positive, got {args.selector_epochs}, {args.teacher_epochs}, {args.batch_size}, "
+                           f"{args.shard_size}")
     if args.soft_labels and args.format == "png":
         raise GencondError("--soft-labels needs a condensed set file (--format safetensors, npz or pt): "
                            "PNG folders cannot hold them")
+    total = len(class_list(generator, args.classes)) * args.inpc
+    if args.format == "pt" and total > args.shard_size:
+        raise GencondError(f"a .pt set is written whole, at most --shard-size {args.shard_size:,} images "
+                           f"({total:,} asked): use --format safetensors or npz, which are written in shards")
+    out = args.out or Path("samples") / f"inpc{args.inpc}"
+    run_images = args.inpc * args.candidates if args.candidates > 1 else min(total, args.shard_size)
+    check_fits(generator.info, total, args.format, output_path(out, args.format, total, args.shard_size),
+               args.soft_labels, run_images)
     selector = real_data_reference(generator, "selection network", args.selector_epochs, args.data_root, args.device,
                                    args.seed) if args.candidates > 1 else None
     teacher = real_data_reference(generator, "teacher", args.teacher_epochs, args.data_root, args.device,
                                   args.seed) if args.soft_labels else None
     start = time.perf_counter()
-    condensed = sample_set(generator, args.inpc, args.seed, args.classes, args.batch_size, args.candidates, args.rule,
-                           selector, teacher)
+    runs = stream_set(generator, args.inpc, args.seed, args.classes, args.batch_size, args.candidates, args.rule,
+                      selector, teacher, chunk=min(args.shard_size, 10_000))
+    config = set_config(generator, args.inpc, args.seed, args.candidates, args.rule, selector, teacher)
+    path = write_stream(progress(runs, total), generator.info, f"{generator.architecture} sample", config, out,
+                        args.format, total, args.shard_size)
     seconds = time.perf_counter() - start
-    out = args.out or Path("samples") / f"inpc{args.inpc}"
-    path = write_sampled(condensed, out, args.format)
     kept = f", kept by {args.rule} from {args.candidates}x as many" if args.candidates > 1 else ""
     kept += f", latents truncated at {args.truncation:g}" if args.truncation else ""
     kept += ", with the teacher's soft labels" if teacher is not None else ""
-    print(f"{len(condensed)} images ({args.inpc} per class, {len(set(condensed.labels.tolist()))} classes{kept}) "
-          f"generated in {seconds:.2f} s ({len(condensed) / max(seconds, 1e-9):.0f} images/s), written to {path}")
+    classes = len(class_list(generator, args.classes))
+    print(f"{total} images ({args.inpc} per class, {classes} classes{kept}) generated and written in {seconds:.2f} s "
+          f"({total / max(seconds, 1e-9):.0f} images/s) to {path}")

@@ -26,6 +26,10 @@ from gencond.data.selection import (
 )
 from gencond.engine.networks import ReferenceNetwork
 from gencond.errors import GencondError
+from gencond.runtime import seeded_generator
+
+# The key of the selection rules' random stream, apart from every latent block's (seed, class, block).
+SELECTION_STREAM = 2**40
 
 CandidateRule = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 CANDIDATE_RULES: dict[str, CandidateRule] = {}
@@ -94,9 +98,9 @@ def select_candidates(images: torch.Tensor, labels: torch.Tensor, n: int, rule: 
         confidence.append(probabilities.gather(1, y.view(-1, 1)).squeeze(1))
     net.train(was_training)
     features, confidence = torch.cat(features), torch.cat(confidence)
-    generator = torch.Generator().manual_seed(seed + 1)  # apart from the latents' stream
     kept = []
-    for c in torch.unique_consecutive(labels):
+    for c in torch.unique_consecutive(labels).tolist():
         members = torch.nonzero(labels == c).squeeze(1)
+        generator = seeded_generator(seed, c, SELECTION_STREAM)  # per class: a class's choice is its own
         kept.append(members[CANDIDATE_RULES[rule](features[members], confidence[members], n, generator)])
     return torch.cat(kept)

@@ -16,10 +16,9 @@ from gencond.engine.sampling import (
     Teacher,
     check_inpc,
     class_list,
-    class_slots,
     generate_in_batches,
     sample_set,
-    seeded_latents,
+    set_latents,
 )
 from gencond.errors import GencondError
 from gencond.models.generators import ConditionalGenerator
@@ -96,9 +95,8 @@ class GeneratorDataset(Dataset):
         if candidates > 1 and fresh:
             raise GencondError("candidate selection serves fixed sets; fresh=True draws new images every epoch")
         self.generator, self.inpc, self.seed, self.fresh, self.teacher = generator, inpc, seed, fresh, teacher
-        chosen = class_list(generator, classes)
-        self.labels = chosen.repeat_interleave(inpc)
-        self.slots = class_slots(len(chosen), inpc)
+        self.classes = class_list(generator, classes)
+        self.labels = self.classes.repeat_interleave(inpc)
         self.batch_size = batch_size
         # served[0] holds set_epoch's base count, served[1] the items the main process read, served[2 + w] worker w's
         self._served = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
@@ -133,8 +131,7 @@ class GeneratorDataset(Dataset):
         """Latents of every item of ``epoch`` (fixed: epoch 0 always, at the items' slots;
         fresh: new draws), so an image depends on its index, seed and epoch only, not on
         the block size or the process."""
-        slots = None if self.fresh else self.slots
-        return seeded_latents(self.generator, slots, len(self.labels), self.seed + 1_000_003 * epoch)
+        return set_latents(self.generator, self.classes, self.inpc, self.seed + 1_000_003 * epoch, self.fresh)
 
     def _with_soft_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return images, (teacher_logits(self.teacher.net, images) if self.teacher is not None else None)

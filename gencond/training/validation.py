@@ -18,6 +18,7 @@ from gencond.engine.networks import (
     test_accuracy,
     train_network,
 )
+from gencond.engine.sampling import set_latents
 from gencond.models import create_network
 
 
@@ -25,9 +26,10 @@ from gencond.models import create_network
 def draw_fixed_set(gen: nn.Module, num_classes: int, inpc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images in the generator's [-1, 1] range, labels) on the CPU for the first
     ``num_classes`` classes: positions 0..inpc-1 of every class (a codebook's first codes;
-    fixed noise for DiM), latents from ``seed``; eval mode, restored after."""
+    fixed noise for DiM), latents from ``seed`` as :func:`~gencond.engine.sampling.sample_set`
+    draws them; eval mode, restored after."""
     labels = torch.arange(num_classes).repeat_interleave(inpc)
-    latents = gen.latents(torch.arange(inpc).repeat(num_classes), len(labels), torch.Generator().manual_seed(seed))
+    latents = set_latents(gen, torch.arange(num_classes), inpc, seed)
     device = next(gen.parameters()).device
     was_training = gen.training
     gen.eval()
