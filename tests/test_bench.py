@@ -31,9 +31,9 @@ def test_ior_and_hlr_are_differences_under_the_same_column():
     results = [row("random", 1, 50.0), row("random", 10, 90.0), row("full", None, 98.0),
                row("DM", 1, 80.0), row("DM", 10, 94.5), row("DM", 1, 60.0, arch="mlp3")]
     metrics = improvement_metrics(results)
-    assert metrics[("DM", 1, "convnet3")] == pytest.approx({"ior": 30.0, "hlr": 18.0})
-    assert metrics[("DM", 10, "convnet3")] == pytest.approx({"ior": 4.5, "hlr": 3.5})
-    assert metrics[("random", 1, "convnet3")] == pytest.approx({"ior": 0.0, "hlr": 48.0})
+    assert metrics[("DM", 1, "convnet3")] == pytest.approx({"ior": 30.0, "hlr": 18.0, "lrs": 29.52503})
+    assert metrics[("DM", 10, "convnet3")] == pytest.approx({"ior": 4.5, "hlr": 3.5, "lrs": 27.10740})
+    assert metrics[("random", 1, "convnet3")] == pytest.approx({"ior": 0.0, "hlr": 48.0, "lrs": 17.81603})
     assert metrics[("DM", 1, "mlp3")] == {}  # no random or full row under that column
     assert ("full", None, "convnet3") not in metrics
 

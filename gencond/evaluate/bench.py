@@ -71,6 +71,7 @@ from gencond.evaluate.protocol import (
 )
 from gencond.evaluate.ranking import RankingCell, RankingConfig, rank_architectures
 from gencond.evaluate.report import BenchmarkReport
+from gencond.evaluate.scores import augmentation_robust_score, label_robust_score
 from gencond.files import atomic_path
 from gencond.models import ConditionalGenerator, check_architecture, load_generator
 from gencond.runtime import forked_map
@@ -450,20 +451,36 @@ def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], dev
 
 
 def improvement_metrics(results: list[RowResult]) -> dict[tuple[str, int | None, str], dict[str, float]]:
-    """Per (training set, INPC, column): IOR against random real images at the same INPC and
-    HLR against the whole training split, each under the same column's protocol."""
+    """Per (training set, INPC, column), DD-Ranking's metrics (:mod:`gencond.evaluate.scores`):
+    IOR against random real images at the same INPC under the same column; HLR against the
+    whole training split, both with hard labels under the column's architecture and
+    augmentation; LRS from the two; ARS where the same set was also trained without
+    augmentation (``augment: none``) beside an augmented column."""
+    def hard(r: RowResult) -> tuple:
+        return r.ipc, r.arch, r.augment
+
     random = {(r.ipc, r.column): r.mean for r in results if r.name == RANDOM}
-    full = {r.column: r.mean for r in results if r.name == FULL}
-    metrics = {}
+    full = {(r.arch, r.augment): r.mean for r in results if r.name == FULL and r.labels == "hard"}
+    hard_means = {(r.name, *hard(r)): r.mean for r in results if r.labels == "hard"}
+    metrics: dict[tuple[str, int | None, str], dict[str, float]] = {}
     for r in results:
         if r.name == FULL:
             continue
-        m = {}
+        m = metrics.setdefault((r.name, r.ipc, r.column), {})
         if (r.ipc, r.column) in random:
             m["ior"] = r.mean - random[(r.ipc, r.column)]
-        if r.column in full:
-            m["hlr"] = full[r.column] - r.mean
-        metrics[(r.name, r.ipc, r.column)] = m
+        if (r.arch, r.augment) in full and (r.name, *hard(r)) in hard_means:
+            m["hlr"] = full[(r.arch, r.augment)] - hard_means[(r.name, *hard(r))]
+        if "ior" in m and "hlr" in m:
+            m["lrs"] = label_robust_score(m["ior"], m["hlr"])
+    for r in results:
+        if r.augment in ("", "none") or r.name == FULL:
+            continue
+        plain = dataclasses.replace(r, augment="none")
+        ior_with = metrics[(r.name, r.ipc, r.column)].get("ior")
+        ior_without = metrics.get((r.name, r.ipc, plain.column), {}).get("ior")
+        if ior_with is not None and ior_without is not None:
+            metrics[(r.name, r.ipc, r.column)]["ars"] = augmentation_robust_score(ior_with, ior_without)
     return metrics
 
 
@@ -489,15 +506,22 @@ def transfer(results: list[RowResult]) -> dict[tuple[str, int | None, str], floa
 
 
 def extra_columns(cfg: BenchConfig, rows: list[BenchRow], results: list[RowResult]) -> dict:
-    """Table columns beside the accuracies: IOR and HLR of the first architecture and
-    augmentation, the augmentation mean and best, the transfer mean, the bytes stored."""
-    primary = next(r.column for r in results if r.arch == cfg.arch[0])
+    """Table columns beside the accuracies: DD-Ranking's IOR, HLR, LRS and ARS of the first
+    architecture and augmentation (hard labels, and soft labels beside them when benched:
+    two columns, never one ranking), the augmentation mean and best, the transfer mean, the
+    bytes stored."""
+    first = next(r for r in results if r.arch == cfg.arch[0])
+    label_columns = dict.fromkeys(r.column for r in results if r.arch == first.arch and r.augment == first.augment)
     metrics, robust, moved = improvement_metrics(results), robustness(results), transfer(results)
     first_augment = cfg.augment[0] if len(cfg.augment) > 1 else ""
     extra: dict[tuple[str, int | None], dict[str, str]] = {}
     for row in rows:
         name, ipc = row.training_set.name, row.training_set.ipc
-        columns = {f"{k.upper()} ({primary})": f"{v:+.2f}" for k, v in metrics.get((name, ipc, primary), {}).items()}
+        columns = {}
+        for column in label_columns:
+            for k, v in metrics.get((name, ipc, column), {}).items():
+                if k != "hlr" or "soft labels" not in column:  # HLR is a hard-label figure: once
+                    columns[f"{k.upper()} ({column})"] = f"{v:+.2f}" if k in ("ior", "hlr") else f"{v:.2f}"
         if (name, ipc, cfg.arch[0]) in robust:
             r = robust[(name, ipc, cfg.arch[0])]
             columns |= {"augmentation mean": f"{r['mean']:.2f}", "best augmentation": r["best"]}
@@ -647,7 +671,8 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
     results = run_cells(cfg, splits, rows, device, log, networks)
     extra = extra_columns(cfg, rows, results)
     table = format_table(results, extra, markdown=True)
-    log("\nfinal test accuracy (%), mean ± std over seeds (seconds of training per network); IOR and HLR in points\n")
+    log("\nfinal test accuracy (%), mean ± std over seeds (seconds of training per network); IOR and HLR in "
+        "points, LRS and ARS in %\n")
     log(format_table(results, extra))
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table + "\n", encoding="utf-8")
