@@ -23,6 +23,14 @@ over the epochs; class-feature conditioning (Table 6; ``one_hot`` and
 ``online_feature`` selectable); soft labels in L_c only on ImageNet-1K. Choices where the
 paper is silent are the config's defaults, each with its reason in the field's help.
 
+The paper's generator "is pretrained on task-specific datasets" (Sec. 4.2; how is not
+given). With ``pretrain_epochs`` the run first trains the generator as a class-conditional
+GAN on the real training images: DiM's phase 1 (AC-WGAN-GP in pixel space, the project's
+tested cGAN objective; :class:`CodebookPretrainTrainer`), with codes drawn from N(0, I), the
+codebook's starting distribution, and the class embedding of the condensation. That stage has
+its own folder (``OUTPUT_DIR/pretrain``) and exact resume; condensation then starts from its
+generator (``init_generator``), and ``code_init`` fits only the codes to their real images.
+
 Beyond the paper, ``nested``: every step also applies the losses to the first n codes
 (one n drawn from 1..K-1, or every n: ``nested_prefixes``), so that the first n codes of
 one codebook form a good n-per-class set for every n <= K; beyond K the generator draws codes around the learned ones (see
@@ -32,7 +40,8 @@ one codebook form a good n-per-class set for every n <= K; beyond K the generato
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -57,9 +66,11 @@ from gencond.losses.codebook import (
 )
 from gencond.methods._registry import get_method, register_method
 from gencond.methods.coresets import SelectionConfig, embedding_network
+from gencond.methods.dim import DiMConfig, DiMTrainer
 from gencond.models import ModelPool, check_architecture, create_network, load_generator
 from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
-from gencond.training.trainer import GeneratorConfig, GeneratorTrainer, run_trainer
+from gencond.models.gan import DiMDiscriminator
+from gencond.training.trainer import GeneratorConfig, GeneratorTrainer, reusable_generator, run_trainer
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
 NESTED_PREFIXES = ("random", "all")
@@ -85,7 +96,15 @@ class CodebookConfig(GeneratorConfig):
     feature_net_epochs: int = field(default=5, metadata={"help": "its training epochs (silent; 'well-trained')"})
     class_feature_images: int = field(default=500, metadata={"help": "real images per class averaged into its feature (0 = all)"})
     init_generator: str = field(default="", metadata={
-        "help": "generator folder to start from (the paper pretrains G): a DiM/cGAN generator_phase1 fits backbone: dim"})
+        "help": "generator folder to start from (the paper pretrains G): a codebook generator of the same shape, or "
+                "a DiM/cGAN generator_phase1 with backbone: dim"})
+    pretrain_epochs: int = field(default=0, metadata={
+        "help": "epochs the generator first trains as a class-conditional GAN on the real data (the paper pretrains "
+                "G, without saying how: DiM's AC-WGAN-GP in pixel space, codes from N(0, I)) in OUTPUT_DIR/pretrain; "
+                "0 = off (a measured default is pending)"})
+    pretrain_batch_size: int = field(default=64, metadata={"help": "its real batch (DiM's B = 64)"})
+    pretrain_lr: float = field(default=1e-4, metadata={"help": "its Adam learning rate for G and the critic "
+                                                               "(DiM's 1e-4, betas 0 / 0.9, gradient penalty 10)"})
     code_init: str = field(default="", metadata={
         "help": "a selection method (random, herding, kmeans, kcenter) whose K real images per class the codes "
                 "first reproduce, in its order, before condensation (beyond the paper, which starts Z at random; "
@@ -155,6 +174,10 @@ class CodebookConfig(GeneratorConfig):
             raise GencondError("code_init_steps and code_init_lr must be positive")
         if self.init_generator and not Path(self.init_generator).is_dir():
             raise GencondError(f"init_generator: no generator folder at {self.init_generator}")
+        if self.pretrain_epochs < 0 or self.pretrain_batch_size <= 0 or self.pretrain_lr <= 0:
+            raise GencondError("pretrain_epochs must be >= 0, pretrain_batch_size and pretrain_lr positive")
+        if self.pretrain_epochs and self.init_generator:
+            raise GencondError("pretrain_epochs trains the generator that init_generator would load: give one of them")
 
 
 def standardised(features: torch.Tensor) -> torch.Tensor:
@@ -189,13 +212,16 @@ def class_statistics(net, images: ImageSet, per_class: int, seed: int, device) -
 
 
 def initialise_from(gen: CodebookGenerator, folder: str, info) -> list[str]:
-    """Copy a saved generator's input layer and body into ``gen`` when they fit; returns
-    what was loaded. The body must fit exactly; an input layer of another size (another
-    code or noise size) is kept fresh. Anything else is one clear error."""
+    """Copy a saved generator's parts into ``gen`` where they fit; returns what was loaded.
+    The body must fit exactly; the input layer (``fc``) and the class-embedding projection
+    (``project``) are copied when their shapes match (a codebook generator of the same shape:
+    everything but the codebook and the class features, which the run computes itself; a
+    DiM generator: the body, and its input layer when the noise size matches). Anything else
+    is one clear error."""
     source = load_generator(folder)
     check_compatible(source.info, info, folder)
     state, target = source.state_dict(), gen.state_dict()
-    parts = {"body": [k for k in target if k.startswith("body.")], "fc": [k for k in target if k.startswith("fc.")]}
+    parts = {part: [k for k in target if k.startswith(f"{part}.")] for part in ("body", "fc", "project")}
     for key in parts["body"]:
         if key not in state or state[key].shape != target[key].shape:
             found = tuple(state[key].shape) if key in state else "nothing"
@@ -203,11 +229,64 @@ def initialise_from(gen: CodebookGenerator, folder: str, info) -> list[str]:
                 f"init_generator {folder} ({source.architecture}) does not fit: {key} is {found} there, this generator "
                 f"needs {tuple(target[key].shape)} (backbone {gen.config.backbone}, width {gen.width}); "
                 "a DiM generator fits backbone: dim with its width")
-    loaded = ["body"]
-    if all(k in state and state[k].shape == target[k].shape for k in parts["fc"]):
-        loaded.append("fc")
+    loaded = ["body"] + [part for part in ("fc", "project")
+                         if all(k in state and state[k].shape == target[k].shape for k in parts[part])]
     gen.load_state_dict({k: state[k] for part in loaded for k in parts[part]}, strict=False)
     return loaded
+
+
+def feature_net_config(cfg: CodebookConfig, device, config_class: type[SelectionConfig] = SelectionConfig
+                       ) -> SelectionConfig:
+    """The feature network as a selection's embedding network, so ``code_init`` ranks real
+    images where the class features come from, and the network trains once per process
+    (:func:`embedding_network` caches it per image set and settings)."""
+    return config_class(embed_net=cfg.feature_net, embed_epochs=cfg.feature_net_epochs, device=str(device),
+                        seed=cfg.seed)
+
+
+def feature_dim(cfg: CodebookConfig, info) -> int:
+    """The size of a class feature: C for one-hot, else the feature network's width."""
+    if cfg.class_embedding == "one_hot":
+        return info.num_classes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = create_network(cfg.feature_net, info.num_classes, info.channels, info.image_size)
+    probe = torch.zeros(1, info.channels, info.image_size, info.image_size)
+    with torch.no_grad():
+        return pooled_features(net.eval(), probe).shape[1]
+
+
+def class_features(cfg: CodebookConfig, train: ImageSet, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(per-class features, per-class soft labels or None) for the configured class
+    embedding. The feature network is trained only when something needs it."""
+    info = train.info
+    if cfg.class_embedding == "one_hot" and not cfg.soft_labels:
+        return torch.eye(info.num_classes), None
+    net = embedding_network(train, feature_net_config(cfg, device), cfg.seed)
+    features, soft = class_statistics(net, train, cfg.class_feature_images, cfg.seed, device)
+    soft = soft if cfg.soft_labels else None
+    if cfg.class_embedding == "one_hot":
+        return torch.eye(info.num_classes), soft
+    if cfg.class_embedding == "online_feature":
+        return torch.zeros_like(features), soft  # filled from phi's features as training goes
+    return standardised(features), soft
+
+
+def new_generator(cfg: CodebookConfig, train: ImageSet, device, start: str = "", log: Callable[[str], None] = print
+                  ) -> tuple[CodebookGenerator, torch.Tensor | None]:
+    """The run's generator with its class features (started from the generator folder
+    ``start`` when given; one that does not fit fails before the feature network trains),
+    and the per-class soft labels when ``soft_labels``."""
+    info = train.info
+    gen = CodebookGenerator(info.num_classes, info.channels, info.image_size, cfg.codebook_size, cfg.code_dim,
+                            feature_dim(cfg, info), cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread,
+                            info.to_dict())
+    if start:
+        loaded = initialise_from(gen, start, info)
+        log(f"initialised the generator's {', '.join(loaded)} from {start}")
+    features, soft = class_features(cfg, train, device)
+    gen.class_features.copy_(features)
+    return gen, soft
 
 
 class PhiNetwork:
@@ -287,16 +366,15 @@ class CodebookTrainer(GeneratorTrainer):
 
     method = "codebook"
 
+    def __init__(self, cfg: CodebookConfig, start: str = ""):
+        """``start``: the generator folder condensation starts from (``init_generator``, or
+        the pretraining stage's generator)."""
+        self.start = start or cfg.init_generator
+        super().__init__(cfg)
+
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
-        gen = CodebookGenerator(info.num_classes, info.channels, info.image_size, cfg.codebook_size, cfg.code_dim,
-                                self.feature_dim(), cfg.embed_dim, cfg.width, cfg.backbone, cfg.extra_code_spread,
-                                info.to_dict())
-        if cfg.init_generator:  # before the feature network trains: a folder that does not fit fails at once
-            loaded = initialise_from(gen, cfg.init_generator, info)
-            self.accelerator.print(f"initialised the generator's {' and '.join(loaded)} from {cfg.init_generator}")
-        features, self.soft_targets = self.class_features()
-        gen.class_features.copy_(features)
+        gen, self.soft_targets = new_generator(cfg, self.train, self.device, self.start, self.accelerator.print)
         self.code_targets = self.selected_images() if cfg.code_init else None
         self.phi = PhiNetwork(cfg, self.train, self.device)
         self.accelerator.register_for_checkpointing(self.phi)
@@ -307,50 +385,13 @@ class CodebookTrainer(GeneratorTrainer):
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
         return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
 
-    def feature_net(self):
-        info = self.info
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            return create_network(self.cfg.feature_net, info.num_classes, info.channels, info.image_size)
-
-    def feature_dim(self) -> int:
-        """The size of a class feature: C for one-hot, else the feature network's width."""
-        if self.cfg.class_embedding == "one_hot":
-            return self.info.num_classes
-        probe = torch.zeros(1, self.info.channels, self.info.image_size, self.info.image_size)
-        with torch.no_grad():
-            return pooled_features(self.feature_net().eval(), probe).shape[1]
-
-    def class_features(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(per-class features, per-class soft labels or None) for the configured class
-        embedding. The feature network is trained only when something needs it."""
-        cfg, info = self.cfg, self.info
-        if cfg.class_embedding == "one_hot" and not cfg.soft_labels:
-            return torch.eye(info.num_classes), None
-        net = embedding_network(self.train, self.selection_config(SelectionConfig), cfg.seed)
-        features, soft = class_statistics(net, self.train, cfg.class_feature_images, cfg.seed, self.device)
-        soft = soft if cfg.soft_labels else None
-        if cfg.class_embedding == "one_hot":
-            return torch.eye(info.num_classes), soft
-        if cfg.class_embedding == "online_feature":
-            return torch.zeros_like(features), soft  # filled from phi's features as training goes
-        return standardised(features), soft
-
-    def selection_config(self, config_class: type[SelectionConfig]) -> SelectionConfig:
-        """The feature network as a selection's embedding network, so ``code_init`` ranks
-        real images where the class features come from, and the network trains once
-        (:func:`embedding_network` caches it per image set and settings)."""
-        cfg = self.cfg
-        return config_class(embed_net=cfg.feature_net, embed_epochs=cfg.feature_net_epochs,
-                            device=str(self.device), seed=cfg.seed)
-
     def selected_images(self) -> torch.Tensor:
         """(classes, K, channels, H, W): the ``code_init`` method's K real training images of
         every class in the generator's range, in the method's order (herding's greedy order
         makes the first n of them a good n-image set, as nested codes want)."""
         cfg, k = self.cfg, self.cfg.codebook_size
         method = get_method(cfg.code_init, kind="selection")
-        indices = method.fn(self.train, k, cfg.seed, self.selection_config(method.config))
+        indices = method.fn(self.train, k, cfg.seed, feature_net_config(cfg, self.device, method.config))
         labels = self.train.labels[indices]
         indices = indices[torch.argsort(labels, stable=True)]  # class by class, each in the method's order
         images = self.info.to_generator_range(self.train.images(indices))
@@ -358,14 +399,17 @@ class CodebookTrainer(GeneratorTrainer):
 
     def before_training(self) -> None:
         """``code_init``: (Z, G) first fit code k of every class to that class's k-th
-        selected image (MSE in the generator's range, Adam, the whole codebook per step)."""
+        selected image (MSE in the generator's range, Adam, the whole codebook per step);
+        only Z when the generator starts trained (``init_generator`` or pretraining), so
+        the fit finds codes for the images instead of retraining the generator."""
         if self.code_targets is None:
             return
         cfg, c, k = self.cfg, self.info.num_classes, self.cfg.codebook_size
         target = self.code_targets.flatten(0, 1).to(self.device)
         slots = torch.arange(k, device=self.device).repeat(c)
         labels = torch.arange(c, device=self.device).repeat_interleave(k)
-        optimizer = torch.optim.Adam(self.gen.parameters(), lr=cfg.code_init_lr)
+        fitted = [self.raw_gen.codebook] if self.start else list(self.gen.parameters())
+        optimizer = torch.optim.Adam(fitted, lr=cfg.code_init_lr)
         self.gen.train()
         for _ in range(cfg.code_init_steps):
             with self.accelerator.autocast():
@@ -373,7 +417,8 @@ class CodebookTrainer(GeneratorTrainer):
             optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(loss)
             optimizer.step()
-        self.accelerator.print(f"codes fitted to {cfg.code_init} images: MSE {loss.item():.4f} "
+        what = "codes" if self.start else "codes and generator"
+        self.accelerator.print(f"{what} fitted to {cfg.code_init} images: MSE {loss.item():.4f} "
                                f"after {cfg.code_init_steps} steps")
 
     def header(self) -> str:
@@ -516,9 +561,63 @@ def nested_losses(losses: Callable[[int], dict[str, torch.Tensor]], codes: int, 
     return {name: sum(p[name] for p in parts) / len(parts) for name in parts[0]}
 
 
+PRETRAIN_DIR = "pretrain"
+
+
+class CodebookPretrainTrainer(DiMTrainer):
+    """The pretraining stage: DiM's GAN phase (:class:`~gencond.methods.dim.DiMTrainer`'s
+    steps, with ``noise_dim`` = the code size) training the codebook run's generator, codes
+    drawn from N(0, I); the codebook itself takes no part."""
+
+    method = "codebook_pretrain"
+
+    def __init__(self, cfg: DiMConfig, codebook: CodebookConfig):
+        self.codebook_cfg = codebook
+        super().__init__(cfg)
+
+    def build(self) -> dict:
+        cfg, info = self.cfg, self.info
+        gen, _ = new_generator(self.codebook_cfg, self.train, self.device, log=self.accelerator.print)
+        gen.codebook.requires_grad_(False)
+        disc = DiMDiscriminator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.leaky_slope)
+        opt_g = torch.optim.Adam([p for p in gen.parameters() if p.requires_grad], lr=cfg.lr,
+                                 betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
+
+    def header(self) -> str:
+        return f"codebook generator pretraining on {self.info.name}: {self.cfg.gan_epochs} GAN epochs"
+
+
+def pretrain_config(cfg: CodebookConfig) -> DiMConfig:
+    """The pretraining stage's config: the run's data and run settings (every
+    :class:`GeneratorConfig` field but the output folder and the model selection), DiM's
+    GAN phase at ``pretrain_epochs``, ``pretrain_batch_size`` and ``pretrain_lr``."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(GeneratorConfig)}
+    return replace(DiMConfig(), **{**shared, "output_dir": str(Path(cfg.output_dir) / PRETRAIN_DIR),
+                                   "select_by": "last", "keep_every": 0}, width=cfg.width, noise_dim=cfg.code_dim,
+                   batch_size=cfg.pretrain_batch_size, lr=cfg.pretrain_lr, gan_epochs=cfg.pretrain_epochs,
+                   match_epochs=0)
+
+
+def has_state(output_dir: str) -> bool:
+    return any((Path(output_dir) / name).is_dir() for name in ("state", "state.old"))
+
+
 def train_codebook(cfg: CodebookConfig, resume: bool = False) -> Path:
-    """Run the codebook-generator method; returns the folder of the saved generator."""
-    return run_trainer(CodebookTrainer, cfg, resume)
+    """Run the codebook-generator method; returns the folder of the saved generator. With
+    ``pretrain_epochs`` the pretraining stage runs first (or resumes, or is reused when it
+    finished), then condensation starts from its generator; ``resume`` continues whichever
+    stage a stopped run was in."""
+    if not cfg.pretrain_epochs:
+        return run_trainer(CodebookTrainer, cfg, resume)
+    cfg.check()
+    stage = pretrain_config(cfg)
+    folder = reusable_generator(CodebookPretrainTrainer.method, stage)
+    if folder is None:
+        folder = run_trainer(partial(CodebookPretrainTrainer, codebook=cfg), stage,
+                             resume=resume and has_state(stage.output_dir))
+    return run_trainer(partial(CodebookTrainer, start=str(folder)), cfg, resume and has_state(cfg.output_dir))
 
 
 @register_method("codebook", kind="generator", config=CodebookConfig)
