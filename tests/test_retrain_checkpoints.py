@@ -16,6 +16,7 @@ from gencond.models.generators import read_generator_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.retrain
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("method", ["dim", "codebook"])
