@@ -224,7 +224,8 @@ def leaderboard_page(board: dict) -> tuple[str, list]:
               "IOR: accuracy minus random real images' at the same INPC, same labels; HLR: the whole training "
               "split's hard-label accuracy minus the set's; LRS = 100 (e^a - e^-1) / (e - e^-1), a = (IOR - HLR) / 200; "
               "ARS likewise from b = (IOR with augmentation + IOR without) / 200 (see the evaluation page). "
-              "Ranked by LRS within each INPC and label type: hard and soft labels are never ranked together.", ""]
+              "Ranked by LRS (by accuracy where LRS is missing) within each INPC and label type: hard and soft labels are "
+              "never ranked together.", ""]
     for labels in dict.fromkeys(r.labels for r in results):
         column = ", ".join([arch] + ([augment] if with_augment else []) + ([f"{labels} labels"] if labels != "hard" else []))
         header = ["INPC", "training set", "accuracy", "IOR", "HLR", "LRS", "ARS"]
@@ -235,8 +236,8 @@ def leaderboard_page(board: dict) -> tuple[str, list]:
                 m = metrics.get((row["set"], n, column))
                 r = next((r for r in results if r.name == row["set"] and r.ipc == n and r.column == column), None)
                 if r is not None:
-                    ranked.append((m.get("lrs", float("-inf")), row["name"], r, m))
-            for _, name, r, m in sorted(ranked, key=lambda t: -t[0]):
+                    ranked.append(((m.get("lrs", float("-inf")), r.mean), row["name"], r, m))
+            for _, name, r, m in sorted(ranked, key=lambda t: t[0], reverse=True):
                 cells = [f"{m[k]:{sign}.2f}" if k in m else "–" for k, sign in (("ior", "+"), ("hlr", "+"), ("lrs", ""),
                                                                                  ("ars", ""))]
                 lines.append(f"| {n} | {name} | {r.mean:.2f} | " + " | ".join(cells) + " |")

@@ -59,3 +59,31 @@ def test_readme_is_a_short_front_page_opening_with_the_three_commands():
     for command in ('pip install -e ".[dev]"', "gencond train dim --config configs/dim/digits.yaml", "python -m pytest -q"):
         assert command in opening
     assert not any("issue " in line.lower() for line in lines)
+
+
+def test_a_leaderboard_page_ranks_by_lrs_within_each_inpc_and_label_type(tmp_path, monkeypatch):
+    import json
+
+    def record(name, ipc, accuracy, labels="hard"):
+        return {"training_set": name, "ipc": ipc, "arch": "convnet3", "labels": labels, "augment": "",
+                "accuracies": [accuracy], "train_seconds": [1.0]}
+
+    report = {"dataset": {"name": "digits"}, "train_split": 1347, "test_split": 450,
+              "machine": {"device_name": "cpu", "cpu_threads": 2, "torch": "2", "gencond": "0"},
+              "args": {"arch": ["convnet3"], "augment": ["dsa"], "seeds": 1,
+                       "train": {"epochs": 300, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256,
+                                 "schedule": "step"}},
+              "results": [record("full", None, 98.0), record("random", 1, 70.0), record("A", 1, 80.0),
+                          record("B", 1, 90.0), record("random", 1, 75.0, "soft"), record("A", 1, 95.0, "soft")]}
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    generate = generator_module()
+    monkeypatch.setattr(generate, "ROOT", tmp_path)
+    page, series = generate.leaderboard_page({"id": "d", "title": "digits", "json": "bench.json", "rows": [
+        {"name": "random real images", "set": "random"}, {"name": "A", "set": "A"}, {"name": "B", "set": "B"}]})
+    hard = page[page.index("### hard labels"):page.index("### soft labels")]
+    # B: IOR +20, HLR +8 -> alpha 0.06, LRS 29.53; A: IOR +10, HLR +18 -> alpha -0.04, LRS 25.23
+    assert hard.index("| 1 | B | 90.00 | +20.00 | +8.00 | 29.53 |") < hard.index("| 1 | A | 80.00 | +10.00 | +18.00 | 25.23 |")
+    soft = page[page.index("### soft labels"):]
+    assert "| 1 | A | 95.00 | +20.00 | +18.00 | 27.32 |" in soft  # soft IOR, the hard-label HLR: alpha 0.01
+    assert "| B |" not in soft and "The whole training split: 98.00" in page
+    assert series[1] == ("A", [(1, 80.0, 0.0)])
