@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> None:
     generator = generator.truncated(args.truncation)
     check_inpc(args.inpc)
     check_candidates(args.candidates, args.rule, None, need_selector=False)
-    if min(args.selector_epochs, args.teacher_epochs) < 0 or min(args.batch_size, args.shard_size) <= 0:
-        raise GencondError(f"--selector-epochs and --teacher-epochs must be >= 0 and --batch-size and --shard-size "
-                           f"positive, got {args.selector_epochs}, {args.teacher_epochs}, {args.batch_size}, "
-                           f"{args.shard_size}")
+    for name, value, least in (("selector epochs", args.selector_epochs, 0), ("teacher epochs", args.teacher_epochs, 0),
+                               ("batch size", args.batch_size, 1), ("shard size", args.shard_size, 1)):
+        if value < least:
+            raise GencondError(f"{name} must be {'positive' if least else '>= 0'}, got {value}")
     if args.soft_labels and args.format == "png":
         raise GencondError("--soft-labels needs a condensed set file (--format safetensors, npz or pt): "
                            "PNG folders cannot hold them")
