@@ -32,6 +32,7 @@ from gencond.methods.codebook import (
     CodebookConfig,
     CodebookTrainer,
     class_statistics,
+    feature_net_config,
     initialise_from,
     nested_losses,
     standardised,
@@ -330,11 +331,12 @@ def test_herding_start_ranks_images_in_the_feature_network_and_trains_it_once(mo
     trained = []
     original = coresets.real_data_network
     monkeypatch.setattr(coresets, "real_data_network", lambda *a, **k: trained.append(a[1:]) or original(*a, **k))
-    trainer = CodebookTrainer(replace(TINY, code_init="herding", feature_net_epochs=1))
+    cfg = replace(TINY, code_init="herding", feature_net_epochs=1)
+    trainer = CodebookTrainer(cfg)
     assert trained == [("convnet3", 1, trainer.device, TINY.seed)]
-    net = coresets.embedding_network(trainer.train, trainer.selection_config(coresets.SelectionConfig), TINY.seed)
+    net = coresets.embedding_network(trainer.train, feature_net_config(cfg, trainer.device), TINY.seed)
     expected = coresets.herding(trainer.train, TINY.codebook_size, TINY.seed,
-                                trainer.selection_config(coresets.SelectionConfig))
+                                feature_net_config(cfg, trainer.device))
     expected = expected[torch.argsort(trainer.train.labels[expected], stable=True)]
     images = trainer.info.to_generator_range(trainer.train.images(expected))
     torch.testing.assert_close(trainer.code_targets.flatten(0, 1), images)

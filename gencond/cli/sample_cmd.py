@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
     for name, value, least in (("selector epochs", args.selector_epochs, 0), ("teacher epochs", args.teacher_epochs, 0),
                                ("batch size", args.batch_size, 1), ("shard size", args.shard_size, 1)):
         if value < least:
-            raise GencondError(f"{name} must be {'positive' if least else '>= 0'}, got {value}")
+            raise GencondError(f"--{name.replace(' ', '-')}: {name} must be {'positive' if least else '>= 0'}, got {value}")
     if args.soft_labels and args.format == "png":
         raise GencondError("--soft-labels needs a condensed set file (--format safetensors, npz or pt): "
                            "PNG folders cannot hold them")
