@@ -29,7 +29,8 @@ GAN on the real training images: DiM's phase 1 (AC-WGAN-GP in pixel space, the p
 tested cGAN objective; :class:`CodebookPretrainTrainer`), with codes drawn from N(0, I), the
 codebook's starting distribution, and the class embedding of the condensation. That stage has
 its own folder (``OUTPUT_DIR/pretrain``) and exact resume; condensation then starts from its
-generator (``init_generator``), and ``code_init`` fits only the codes to their real images.
+generator (as from an ``init_generator``), and ``code_init`` fits only the codes to their real
+images.
 
 Beyond the paper, ``nested``: every step also applies the losses to the first n codes
 (one n drawn from 1..K-1, or every n: ``nested_prefixes``), so that the first n codes of
