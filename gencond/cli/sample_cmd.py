@@ -99,10 +99,8 @@ def run(args: argparse.Namespace) -> None:
     if args.soft_labels and args.format == "png":
         raise GencondError("--soft-labels needs a condensed set file (--format safetensors, npz or pt): "
                            "PNG folders cannot hold them")
-    total = len(class_list(generator, args.classes)) * args.inpc
-    if args.format == "pt" and total > args.shard_size:
-        raise GencondError(f"a .pt set is written whole, at most --shard-size {args.shard_size:,} images "
-                           f"({total:,} asked): use --format safetensors or npz, which are written in shards")
+    classes = len(class_list(generator, args.classes))
+    total = classes * args.inpc
     out = args.out or Path("samples") / f"inpc{args.inpc}"
     run_images = args.inpc * args.candidates if args.candidates > 1 else min(total, args.shard_size)
     check_fits(generator.info, total, args.format, output_path(out, args.format, total, args.shard_size),
@@ -121,6 +119,5 @@ def run(args: argparse.Namespace) -> None:
     kept = f", kept by {args.rule} from {args.candidates}x as many" if args.candidates > 1 else ""
     kept += f", latents truncated at {args.truncation:g}" if args.truncation else ""
     kept += ", with the teacher's soft labels" if teacher is not None else ""
-    classes = len(class_list(generator, args.classes))
     print(f"{total} images ({args.inpc} per class, {classes} classes{kept}) generated and written in {seconds:.2f} s "
           f"({total / max(seconds, 1e-9):.0f} images/s) to {path}")

@@ -511,16 +511,16 @@ def extra_columns(cfg: BenchConfig, rows: list[BenchRow], results: list[RowResul
     two columns, never one ranking), the augmentation mean and best, the transfer mean, the
     bytes stored."""
     first = next(r for r in results if r.arch == cfg.arch[0])
-    label_columns = dict.fromkeys(r.column for r in results if r.arch == first.arch and r.augment == first.augment)
+    label_columns = {r.column: r.labels for r in results if r.arch == first.arch and r.augment == first.augment}
     metrics, robust, moved = improvement_metrics(results), robustness(results), transfer(results)
     first_augment = cfg.augment[0] if len(cfg.augment) > 1 else ""
     extra: dict[tuple[str, int | None], dict[str, str]] = {}
     for row in rows:
         name, ipc = row.training_set.name, row.training_set.ipc
         columns = {}
-        for column in label_columns:
+        for column, labels in label_columns.items():
             for k, v in metrics.get((name, ipc, column), {}).items():
-                if k != "hlr" or "soft labels" not in column:  # HLR is a hard-label figure: once
+                if k != "hlr" or labels == "hard":  # HLR is a hard-label figure: once
                     columns[f"{k.upper()} ({column})"] = f"{v:+.2f}" if k in ("ior", "hlr") else f"{v:.2f}"
         if (name, ipc, cfg.arch[0]) in robust:
             r = robust[(name, ipc, cfg.arch[0])]

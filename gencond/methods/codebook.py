@@ -71,7 +71,13 @@ from gencond.methods.dim import DiMConfig, DiMTrainer
 from gencond.models import ModelPool, check_architecture, create_network, load_generator
 from gencond.models.codebook import BACKBONES, CodebookGenerator, FeatureDiscriminator
 from gencond.models.gan import DiMDiscriminator
-from gencond.training.trainer import GeneratorConfig, GeneratorTrainer, reusable_generator, run_trainer
+from gencond.training.trainer import (
+    GeneratorConfig,
+    GeneratorTrainer,
+    reusable_generator,
+    run_trainer,
+    saved_state,
+)
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
 NESTED_PREFIXES = ("random", "all")
@@ -601,10 +607,6 @@ def pretrain_config(cfg: CodebookConfig) -> DiMConfig:
                    match_epochs=0)
 
 
-def has_state(output_dir: str) -> bool:
-    return any((Path(output_dir) / name).is_dir() for name in ("state", "state.old"))
-
-
 def train_codebook(cfg: CodebookConfig, resume: bool = False) -> Path:
     """Run the codebook-generator method; returns the folder of the saved generator. With
     ``pretrain_epochs`` the pretraining stage runs first (or resumes, or is reused when it
@@ -617,8 +619,9 @@ def train_codebook(cfg: CodebookConfig, resume: bool = False) -> Path:
     folder = reusable_generator(CodebookPretrainTrainer.method, stage)
     if folder is None:
         folder = run_trainer(partial(CodebookPretrainTrainer, codebook=cfg), stage,
-                             resume=resume and has_state(stage.output_dir))
-    return run_trainer(partial(CodebookTrainer, start=str(folder)), cfg, resume and has_state(cfg.output_dir))
+                             resume=resume and saved_state(stage.output_dir) is not None)
+    return run_trainer(partial(CodebookTrainer, start=str(folder)), cfg,
+                       resume and saved_state(cfg.output_dir) is not None)
 
 
 @register_method("codebook", kind="generator", config=CodebookConfig)

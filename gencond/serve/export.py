@@ -35,9 +35,13 @@ def class_folder(index: int, name: str, num_classes: int) -> str:
 
 
 def output_path(out: Path, fmt: str, images: int, shard_images: int) -> Path:
-    """Where a set of ``images`` lands: the folder for PNGs or shards, else the file."""
+    """Where a set of ``images`` lands: the folder for PNGs or shards, else the file. A .pt
+    set is written whole, so one beyond ``shard_images`` is refused here."""
     if fmt not in FORMATS:
         raise GencondError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "pt" and images > shard_images:
+        raise GencondError(f"a .pt set is written whole, at most --shard-size {shard_images:,} images "
+                           f"({images:,} asked): use --format safetensors or npz, which are written in shards")
     if fmt == "png" or images > shard_images:
         return out.with_suffix("") if out.suffix == f".{fmt}" else out
     return out if out.suffix == f".{fmt}" else out.with_suffix(f".{fmt}")
@@ -132,9 +136,6 @@ def write_stream(runs: Iterable[Run], info: DatasetInfo, method: str, config: di
     if images <= shard_images:
         (x, y, soft), = rechunk(runs, images)
         return CondensedSet(x, y, info, soft, method=method, config=config).save(path)
-    if fmt == "pt":
-        raise GencondError(f"a .pt set is written whole (at most {shard_images:,} images here, {images:,} asked): "
-                           "use --format safetensors or npz, which are written in shards")
     count = -(-images // shard_images)
     names = []
     for k, (x, y, soft) in enumerate(rechunk(runs, shard_images)):

@@ -58,6 +58,13 @@ from gencond.training.validation import draw_fixed_set, validation_score
 STATE_DIR, GENERATOR_DIR, SELECTED_DIR, KEPT_DIR = "state", "generator", "selected", "epochs"
 
 
+def saved_state(output_dir: str | Path) -> Path | None:
+    """The training state a run left in ``output_dir`` (``state``, or ``state.old`` when a
+    kill came between the two renames of a save), or None."""
+    out = Path(output_dir)
+    return next((out / name for name in (STATE_DIR, f"{STATE_DIR}.old") if (out / name).is_dir()), None)
+
+
 def trained_generator(output_dir: str | Path) -> Path | None:
     """The generator folder a finished run left in ``output_dir``, or None (benchmarks that
     reuse earlier runs)."""
@@ -459,7 +466,7 @@ class GeneratorTrainer:
             raise NonFiniteLoss(epoch, step, losses)
 
     def last_good_state(self) -> Path | None:
-        return next((self.out / name for name in (STATE_DIR, f"{STATE_DIR}.old") if (self.out / name).is_dir()), None)
+        return saved_state(self.out)
 
     def recover(self, error: NonFiniteLoss) -> None:
         """``on_nonfinite: stop``: one line naming the step and the last good state.
