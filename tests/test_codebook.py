@@ -32,9 +32,11 @@ from gencond.methods.codebook import (
     CodebookConfig,
     CodebookTrainer,
     class_statistics,
+    code_groups,
     feature_net_config,
     initialise_from,
-    nested_losses,
+    mean_parts,
+    prefix_sizes,
     standardised,
     train_codebook,
 )
@@ -270,17 +272,33 @@ def test_scripts_train_needs_a_generator_method(capsys):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_nested_losses_average_the_full_set_with_one_prefix_or_every_prefix():
-    def losses(n):
-        return {"x": torch.tensor(float(n)), "y": torch.tensor(10.0 * n)}
-
-    every = nested_losses(losses, 4, "all", torch.Generator().manual_seed(0))
-    assert every["x"].item() == 2.5 and every["y"].item() == 25.0  # mean of 1..4
+def test_prefix_sizes_draw_one_prefix_uniformly_or_log_uniformly_or_take_every_prefix():
+    assert prefix_sizes(4, "all", torch.Generator()) == [1, 2, 3, 4]
     drawn = int(torch.randint(1, 4, (1,), generator=torch.Generator().manual_seed(3)))
-    one = nested_losses(losses, 4, "random", torch.Generator().manual_seed(3))
-    assert one["x"].item() == (4 + drawn) / 2 and 1 <= drawn <= 3
+    assert prefix_sizes(4, "random", torch.Generator().manual_seed(3)) == [4, drawn] and 1 <= drawn <= 3
+    u = torch.rand(1, generator=torch.Generator().manual_seed(5)).item()
+    assert prefix_sizes(50, "log", torch.Generator().manual_seed(5)) == [50, int(50 ** u)]
+    rng = torch.Generator().manual_seed(0)
+    draws = torch.tensor([prefix_sizes(50, "log", rng)[1] for _ in range(4000)])
+    assert draws.min() == 1 and draws.max() == 49
+    # log-uniform: P(n < 7) = log 7 / log 50 ~ 0.50, where a uniform draw gives 6/49 ~ 0.12
+    assert abs((draws < 7).float().mean().item() - math.log(7) / math.log(50)) < 0.03
     with pytest.raises(GencondError, match="nested_prefixes"):
         replace(TINY, nested_prefixes="some").check()
+    with pytest.raises(GencondError, match="codes_per_step"):
+        replace(TINY, codes_per_step=-1).check()
+
+
+def test_code_groups_keep_short_prefixes_whole_and_draw_from_long_ones():
+    groups = code_groups([50, 3], 10, torch.Generator().manual_seed(0))
+    assert groups[1].tolist() == [0, 1, 2]
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:10].sort().values
+    assert torch.equal(groups[0], expected) and len(groups[0].unique()) == 10
+
+
+def test_mean_parts_average_every_term_over_the_groups():
+    parts = mean_parts([{"x": torch.tensor(float(n)), "y": torch.tensor(10.0 * n)} for n in (1, 2, 3, 4)])
+    assert parts["x"].item() == 2.5 and parts["y"].item() == 25.0
 
 
 def test_equal_time_epochs_counts_the_fixed_cost_once():
@@ -325,6 +343,35 @@ def test_code_init_resumes_exactly_without_fitting_again(tmp_path, monkeypatch):
     a, b = load_generator(straight).state_dict(), load_generator(resumed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_codes_per_step_generates_only_the_drawn_codes_and_resumes_exactly(tmp_path, monkeypatch):
+    cfg = replace(TINY, codebook_size=8, codes_per_step=1, nested=False)
+    seen, start = [], {}
+    original = CodebookTrainer.features
+
+    def spy(self, ctx, classes, slots):
+        start.setdefault("codebook", self.raw_gen.codebook.detach().clone())
+        seen.append(slots.tolist())
+        return original(self, ctx, classes, slots)
+
+    monkeypatch.setattr(CodebookTrainer, "features", spy)
+    straight = load_generator(train_codebook(replace(cfg, output_dir=str(tmp_path / "straight"))))
+    assert len(seen) == 4 and all(len(slots) == 1 for slots in seen)
+    untouched = sorted(set(range(8)) - {s for slots in seen for s in slots})
+    assert untouched  # 4 steps of one code each leave at least 4 of the 8 codes as they started
+    torch.testing.assert_close(straight.codebook.detach()[untouched], start["codebook"][untouched], rtol=0, atol=0)
+    out = tmp_path / "resumed"
+    train_codebook(replace(cfg, output_dir=str(out), epochs=1))
+    resumed = load_generator(train_codebook(replace(cfg, output_dir=str(out)), resume=True))
+    a, b = straight.state_dict(), resumed.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    seen.clear()
+    train_codebook(replace(TINY, codebook_size=8, codes_per_step=2, nested_prefixes="log",
+                           output_dir=str(tmp_path / "nested"), epochs=1))
+    assert all(len(slots) <= 4 for slots in seen)  # the full set's 2 codes and the prefix's (at most) 2
 
 
 def test_herding_start_ranks_images_in_the_feature_network_and_trains_it_once(monkeypatch):

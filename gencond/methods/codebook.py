@@ -80,7 +80,7 @@ from gencond.training.trainer import (
 )
 
 CLASS_EMBEDDINGS = ("class_feature", "online_feature", "one_hot")
-NESTED_PREFIXES = ("random", "all")
+NESTED_PREFIXES = ("random", "log", "all")
 
 
 @dataclass
@@ -146,7 +146,13 @@ class CodebookConfig(GeneratorConfig):
     soft_labels: bool = field(default=False, metadata={"help": "L_c on the feature net's class-mean softmax (paper: ImageNet-1K only)"})
     nested: bool = field(default=False, metadata={"help": "also apply the losses to prefixes of the codes (beyond the paper)"})
     nested_prefixes: str = field(default="random", metadata={
-        "help": "random: the full set and one random prefix n < K, averaged; all: every prefix 1..K, averaged"})
+        "help": "random: the full set and one prefix n < K drawn uniformly, averaged; log: the same with n drawn "
+                "log-uniformly (as many small prefixes as large ones per octave, for large K); all: every prefix "
+                "1..K, averaged"})
+    codes_per_step: int = field(default=0, metadata={
+        "help": "codes per class a loss group of a step sees (0 = all of its prefix): a prefix longer than this "
+                "sees that many of its codes drawn at random, so a step's cost stays bounded as K grows (beyond "
+                "the paper)"})
 
     def check(self) -> None:
         super().check()
@@ -154,8 +160,9 @@ class CodebookConfig(GeneratorConfig):
                      "generator_steps_per_phi_update", "phi_reinit_every"):
             if getattr(self, name) <= 0:
                 raise GencondError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.classes_per_step < 0 or self.class_feature_images < 0 or self.feature_net_epochs < 0:
-            raise GencondError("classes_per_step, class_feature_images and feature_net_epochs must be >= 0")
+        if min(self.classes_per_step, self.class_feature_images, self.feature_net_epochs, self.codes_per_step) < 0:
+            raise GencondError("classes_per_step, class_feature_images, feature_net_epochs and codes_per_step "
+                               "must be >= 0")
         if self.backbone not in BACKBONES:
             raise GencondError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.class_embedding not in CLASS_EMBEDDINGS:
@@ -360,7 +367,8 @@ class StepFeatures:
     """One step's generated and real features under phi, grouped by class."""
 
     classes: torch.Tensor  # (n,)
-    fake_layers: list[torch.Tensor]  # per block of phi: (n, K, ...)
+    slots: torch.Tensor  # (u,) the codes generated for every class, ascending
+    fake_layers: list[torch.Tensor]  # per block of phi: (n, u, ...)
     real_means: list[torch.Tensor]  # per block: (n, ...) association means
     real_embedding: torch.Tensor  # (n * association, D)
     centres: torch.Tensor  # (n, D) mean unit real feature per class
@@ -464,15 +472,14 @@ class CodebookTrainer(GeneratorTrainer):
         c, n = self.info.num_classes, self.classes_per_step()
         return torch.arange(c) if n == c else torch.randperm(c, generator=rng)[:n].sort().values
 
-    def features(self, ctx: StepContext, classes: torch.Tensor) -> StepFeatures:
-        """Generate every code of every class and draw each class's association; both go
-        through one siamese DSA draw per class, then through phi (no gradient to phi)."""
+    def features(self, ctx: StepContext, classes: torch.Tensor, slots: torch.Tensor) -> StepFeatures:
+        """Generate the codes ``slots`` of every class and draw each class's association;
+        both go through one siamese DSA draw per class, then through phi (no gradient to phi)."""
         cfg, device, n = self.cfg, self.device, len(classes)
-        k, a = cfg.codebook_size, cfg.association_size
+        k, a = len(slots), cfg.association_size
         real = ctx.sampler.sample_aligned(classes.repeat_interleave(a)).to(device)
         classes = classes.to(device)
-        fake = self.info.from_generator_range(self.generate(torch.arange(k, device=device).repeat(n),
-                                                            classes.repeat_interleave(k)))
+        fake = self.info.from_generator_range(self.generate(slots.to(device).repeat(n), classes.repeat_interleave(k)))
         draw = ctx.augment.draw_groups(n, self.info.image_size, device)
         groups = torch.arange(n, device=device)
         fake, real = draw(fake, groups.repeat_interleave(k)), draw(real, groups.repeat_interleave(a))
@@ -484,6 +491,7 @@ class CodebookTrainer(GeneratorTrainer):
         real_emb = real_layers[-1].flatten(1)
         return StepFeatures(
             classes=classes,
+            slots=slots,
             fake_layers=[f.float().view(n, k, *f.shape[1:]) for f in fake_layers],
             real_means=[r.view(n, a, *r.shape[1:]).mean(1) for r in real_layers],
             real_embedding=real_emb,
@@ -497,11 +505,14 @@ class CodebookTrainer(GeneratorTrainer):
         raw_disc = acc.unwrap_model(self.disc)
         raw_disc.requires_grad_(False)
         with acc.no_sync(self.disc):  # the discriminator is only a loss here
-            f = self.features(ctx, self.step_classes(ctx.rng))
-            if cfg.nested and k > 1:
-                parts = nested_losses(lambda n: self.condensation_losses(f, n), k, cfg.nested_prefixes, ctx.rng)
-            else:
-                parts = self.condensation_losses(f, k)
+            classes = self.step_classes(ctx.rng)
+            if 0 < cfg.codes_per_step < k:  # the draws choose the codes to generate, so they come first
+                groups = code_groups(self.prefix_sizes(ctx.rng), cfg.codes_per_step, ctx.rng)
+                f = self.features(ctx, classes, torch.cat(groups).unique())
+            else:  # every code; the prefix draw follows the features (the shipped checkpoints' random stream)
+                f = self.features(ctx, classes, torch.arange(k))
+                groups = [torch.arange(size) for size in self.prefix_sizes(ctx.rng)]
+            parts = mean_parts([self.condensation_losses(f, torch.searchsorted(f.slots, g)) for g in groups])
             self.opt_g.zero_grad(set_to_none=True)
             acc.backward(sum(parts.values()))
         self.opt_g.step()
@@ -516,6 +527,12 @@ class CodebookTrainer(GeneratorTrainer):
         self.phi.after_generator_step()
         return losses
 
+    def prefix_sizes(self, rng: torch.Generator) -> list[int]:
+        """The code prefixes whose losses a step averages: K alone, or with ``nested`` the
+        prefixes of :func:`prefix_sizes`."""
+        k = self.cfg.codebook_size
+        return prefix_sizes(k, self.cfg.nested_prefixes, rng) if self.cfg.nested and k > 1 else [k]
+
     def targets(self, classes: torch.Tensor, per_class: int) -> torch.Tensor:
         """L_c targets for generated images: class indices, or the feature net's mean
         softmax over the class's real images (soft labels)."""
@@ -524,10 +541,11 @@ class CodebookTrainer(GeneratorTrainer):
             return labels
         return self.soft_targets.to(labels.device)[labels]
 
-    def condensation_losses(self, f: StepFeatures, codes: int) -> dict[str, torch.Tensor]:
-        """The weighted terms of L_con on the first ``codes`` codes of every class."""
-        cfg = self.cfg
-        layers = [layer[:, :codes] for layer in f.fake_layers]
+    def condensation_losses(self, f: StepFeatures, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted terms of L_con on the generated codes at ``positions`` of every class."""
+        cfg, codes = self.cfg, len(positions)
+        positions = positions.to(f.fake_layers[0].device)
+        layers = [layer[:, positions] for layer in f.fake_layers]
         embedding = layers[-1].flatten(2)
         parts = {}
         if cfg.feature_weight:
@@ -545,7 +563,7 @@ class CodebookTrainer(GeneratorTrainer):
     def discriminator_step(self, f: StepFeatures) -> dict[str, torch.Tensor]:
         """One step of D on real (the associations) and generated features, as one batch
         (D is per-sample)."""
-        a, k = self.cfg.association_size, self.cfg.codebook_size
+        a, k = self.cfg.association_size, len(f.slots)
         fake = f.fake_layers[-1].flatten(2).flatten(0, 1).detach()
         conditions = torch.cat([f.condition.repeat_interleave(a, 0), f.condition.repeat_interleave(k, 0)])
         logit, class_logits = self.disc(torch.cat([f.real_embedding, fake]), conditions)
@@ -558,13 +576,28 @@ class CodebookTrainer(GeneratorTrainer):
         return {("d_loss" if name == "loss" else name): value.detach() for name, value in parts.items()}
 
 
-def nested_losses(losses: Callable[[int], dict[str, torch.Tensor]], codes: int, prefixes: str,
-                  rng: torch.Generator) -> dict[str, torch.Tensor]:
-    """L_con averaged over nested prefixes of a K-code codebook: ``random``, the full set
-    and one prefix n drawn from 1..K-1; ``all``, every prefix 1..K, so the first code
-    weighs in K terms (as Matryoshka representation learning sums over nested sizes)."""
-    sizes = [codes, int(torch.randint(1, codes, (1,), generator=rng))] if prefixes == "random" else range(1, codes + 1)
-    parts = [losses(n) for n in sizes]
+def prefix_sizes(codes: int, prefixes: str, rng: torch.Generator) -> list[int]:
+    """Nested prefixes of a K-code codebook whose losses a step averages: ``random``, the
+    full set and one prefix n drawn uniformly from 1..K-1; ``log``, the same with n drawn
+    log-uniformly (n = floor(K^u), u ~ U[0, 1)), so INPC 1-2 weigh as much as 25-50 when K
+    is 50; ``all``, every prefix 1..K, so the first code weighs in K terms (as Matryoshka
+    representation learning sums over nested sizes)."""
+    if prefixes == "all":
+        return list(range(1, codes + 1))
+    if prefixes == "log":
+        return [codes, min(codes - 1, int(codes ** torch.rand(1, generator=rng).item()))]
+    return [codes, int(torch.randint(1, codes, (1,), generator=rng))]
+
+
+def code_groups(sizes: list[int], per_step: int, rng: torch.Generator) -> list[torch.Tensor]:
+    """The codes each prefix's losses see: all of a prefix up to ``per_step`` codes, else
+    ``per_step`` of them drawn without replacement (ascending), as a minibatch of the set."""
+    return [torch.randperm(size, generator=rng)[:per_step].sort().values if size > per_step else torch.arange(size)
+            for size in sizes]
+
+
+def mean_parts(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every loss term averaged over the step's loss groups."""
     return {name: sum(p[name] for p in parts) / len(parts) for name in parts[0]}
 
 
