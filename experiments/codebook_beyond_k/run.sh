@@ -7,6 +7,6 @@
 set -euo pipefail
 gencond sweep codebook --config configs/codebook/mnist_subset.yaml --validation-per-class 50 \
   --inpc 1 2 5 10 20 50 --seeds 2 --work-dir ${WORK:-runs/codebook_beyond_k} \
-  --variant 'K = 10 (shipped)={}' \
-  --variant 'K = 50, 10 codes per step, log prefix={codebook_size: 50, codes_per_step: 10, nested_prefixes: log}' \
+  --variant 'K 10 (shipped)={}' \
+  --variant 'K 50, 10 codes per step, log prefix={codebook_size: 50, codes_per_step: 10, nested_prefixes: log}' \
   --json experiments/codebook_beyond_k/sweep_mnist_subset.json
