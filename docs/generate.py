@@ -173,7 +173,8 @@ def bench_results(report: dict) -> list:
     from gencond.evaluate.protocol import RowResult
 
     return [RowResult(r["training_set"], r["ipc"], r["arch"], r["accuracies"], r["train_seconds"],
-                      labels=r.get("labels") or "hard", augment=r.get("augment", "")) for r in report["results"]]
+                      labels=r.get("labels") or "hard", augment=r.get("augment", ""), best=r.get("best_accuracies"))
+            for r in report["results"]]
 
 
 def recipe_line(report: dict) -> str:
@@ -212,13 +213,15 @@ def leaderboard_page(board: dict) -> tuple[str, list]:
                   "|" + " --- |" * len(header)]
         for row in board["rows"]:
             found = [pick(row["set"], n, labels) for n in inpcs]
-            lines.append("| " + " | ".join([row["name"]] + [f"{r.mean:.2f} ± {r.std:.2f}" if r else "–" for r in found])
-                         + " |")
+            lines.append("| " + " | ".join([row["name"]] + [accuracy_cell(r) for r in found]) + " |")
             if labels == "hard":
                 series.append((row["name"], [(n, r.mean, r.std) for n, r in zip(inpcs, found) if r]))
         full = next((r for r in results if r.ipc is None and r.arch == arch and r.augment in ("", augment)), None)
         if full is not None and labels == "hard":
-            lines += ["", f"The whole training split: {full.mean:.2f} ± {full.std:.2f}."]
+            lines += ["", f"The whole training split: {accuracy_cell(full)}."]
+        if any(r.best for r in results):
+            lines += ["", "In brackets: the best test accuracy over training (`--best-every`), chosen on the test "
+                          "split as DC-BENCH and DD-Ranking report it; never ranked."]
         lines.append("")
     lines += ["## DD-Ranking scores", "",
               "IOR: accuracy minus random real images' at the same INPC, same labels; HLR: the whole training "
@@ -245,6 +248,14 @@ def leaderboard_page(board: dict) -> tuple[str, list]:
     if board.get("reading"):
         lines += ["## Reading", "", board["reading"], ""]
     return "\n".join(lines), series
+
+
+def accuracy_cell(r) -> str:
+    """Final accuracy, mean ± std, with the best over training in brackets where measured."""
+    if r is None:
+        return "–"
+    best = f" ({sum(r.best) / len(r.best):.2f})" if r.best else ""
+    return f"{r.mean:.2f} ± {r.std:.2f}{best}"
 
 
 def leaderboard_plot(series: list, title: str, path: Path) -> None:

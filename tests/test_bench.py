@@ -9,6 +9,7 @@ import torch
 from conftest import driver, driver_env
 
 from gencond.artifacts import CondensedSet
+from gencond.engine import Evaluated
 from gencond.errors import GencondError
 from gencond.evaluate import bench
 from gencond.evaluate.bench import (
@@ -115,10 +116,25 @@ def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file,
                       sets=["random"])
     bench.run_bench(cfg, log=lambda _: None)
     calls = []
-    monkeypatch.setattr(bench, "evaluate_cell", lambda *a, **k: calls.append(a) or (10.0, 0.1))
+    monkeypatch.setattr(bench, "evaluate_cell", lambda *a, **k: calls.append(a) or Evaluated(10.0, 0.1))
     cfg.train.lr = 0.02
     bench.run_bench(cfg, log=lambda _: None)
     assert len(calls) == 1
+
+
+def test_best_over_training_is_an_extra_column_and_retrains_only_cells_without_it(tmp_path, random_set_file,
+                                                                                    monkeypatch):
+    cfg = tiny_config(tmp_path, random_set_file, arch=["convnet3"], augment=["none"], full_data=False, sets=["random"])
+    cfg.train.epochs = 2
+    plain = bench.run_bench(cfg, log=lambda _: None)["results"][0]
+    assert "best_accuracies" not in plain
+    cfg.best_every = 1
+    with_best = bench.run_bench(cfg, log=lambda _: None)["results"][0]
+    assert with_best["accuracies"] == plain["accuracies"]  # retrained with tests along the way: the same network
+    assert with_best["best_accuracies"][0] >= with_best["accuracies"][0]
+    assert "best over training, test-chosen (convnet3)" in (tmp_path / "bench" / "table.md").read_text()
+    monkeypatch.setattr(bench, "evaluate_cell", lambda *a, **k: pytest.fail("a cell with its best was trained again"))
+    assert bench.run_bench(cfg, log=lambda _: None)["results"][0] == with_best
 
 
 def test_two_worker_processes_train_the_same_cells_as_one(tmp_path, random_set_file, monkeypatch):

@@ -73,7 +73,8 @@ def test_a_leaderboard_page_ranks_by_lrs_within_each_inpc_and_label_type(tmp_pat
               "args": {"arch": ["convnet3"], "augment": ["dsa"], "seeds": 1,
                        "train": {"epochs": 300, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256,
                                  "schedule": "step"}},
-              "results": [record("full", None, 98.0), record("random", 1, 70.0), record("A", 1, 80.0),
+              "results": [record("full", None, 98.0), record("random", 1, 70.0),
+                          {**record("A", 1, 80.0), "best_accuracies": [82.5]},
                           record("B", 1, 90.0), record("random", 1, 75.0, "soft"), record("A", 1, 95.0, "soft")]}
     (tmp_path / "bench.json").write_text(json.dumps(report))
     generate = generator_module()
@@ -87,3 +88,4 @@ def test_a_leaderboard_page_ranks_by_lrs_within_each_inpc_and_label_type(tmp_pat
     assert "| 1 | A | 95.00 | +20.00 | +18.00 | 27.32 |" in soft  # soft IOR, the hard-label HLR: alpha 0.01
     assert "| B |" not in soft and "The whole training split: 98.00" in page
     assert series[1] == ("A", [(1, 80.0, 0.0)])
+    assert "| A | 80.00 ± 0.00 (82.50) |" in page and "chosen on the test split" in page  # best: an aside only

@@ -28,17 +28,30 @@ def test_cutmix_pastes_a_box_and_weights_by_its_area():
     assert torch.equal(t_a, targets) and sorted(t_b.tolist()) == [0, 1, 2, 3]
 
 
-def fit(digits, seed, **cfg):
+def fit(digits, seed, best_every=0, **cfg):
     idx = random_selection(digits.train, 10, seed=0)
     data = IndexedData.from_tensors(*digits.train.batch(idx))
-    return train_and_test(
-        lambda: create_network("convnet3", 10, 1, 32, width=32), data, digits.test, TrainConfig(**cfg), torch.device("cpu"), seed
-    )
+    return train_and_test(lambda: create_network("convnet3", 10, 1, 32, width=32), data, digits.test,
+                          TrainConfig(**cfg), torch.device("cpu"), seed, best_every=best_every)
 
 
 def test_training_on_ten_digits_per_class_beats_chance_by_far(digits):
-    acc, seconds = fit(digits, 0, epochs=40)
-    assert acc > 60.0 and seconds > 0
+    acc, seconds, best = fit(digits, 0, epochs=40)
+    assert acc > 60.0 and seconds > 0 and best is None
+
+
+def test_best_over_training_is_the_highest_test_and_leaves_the_final_accuracy_alone(digits, monkeypatch):
+    import gencond.engine.networks as networks
+
+    tested = []
+    original = networks.test_accuracy
+    monkeypatch.setattr(networks, "test_accuracy", lambda *a, **k: tested.append(original(*a, **k)) or tested[-1])
+    plain = fit(digits, 3, epochs=6)
+    tested.clear()
+    with_best = fit(digits, 3, epochs=6, best_every=2)
+    assert with_best.accuracy == plain.accuracy  # testing during training changes nothing
+    assert len(tested) == 3  # epochs 2 and 4, then the final test (epoch 6)
+    assert with_best.best == max(tested) >= with_best.accuracy
 
 
 def test_same_seed_same_accuracy(digits):
@@ -50,8 +63,8 @@ def test_soft_labels_and_cutmix_train(digits):
     x, y = digits.train.batch(idx)
     soft = torch.nn.functional.one_hot(y, 10).float() * 0.9 + 0.01
     data = IndexedData.from_tensors(x, soft)
-    acc, _ = train_and_test(lambda: create_network("convnet3", 10, 1, 32, width=16), data, digits.test,
-                            TrainConfig(epochs=2, cutmix_prob=1.0), torch.device("cpu"), 0)
+    acc = train_and_test(lambda: create_network("convnet3", 10, 1, 32, width=16), data, digits.test,
+                         TrainConfig(epochs=2, cutmix_prob=1.0), torch.device("cpu"), 0).accuracy
     assert 0.0 <= acc <= 100.0
 
 
@@ -59,7 +72,7 @@ def test_evaluation_networks_train_under_each_precision_and_fp32_is_the_default(
     fp32 = fit(digits, 2, epochs=2)[0]
     assert fit(digits, 2, epochs=2, mixed_precision="no")[0] == fp32  # "no" is exactly the default path
     for precision in ("bf16", "fp16"):  # autocast (fp16 with loss scaling) trains a network that still learns
-        acc, _ = fit(digits, 2, epochs=8, mixed_precision=precision)
+        acc = fit(digits, 2, epochs=8, mixed_precision=precision).accuracy
         assert 20.0 < acc <= 100.0, (precision, acc)
 
 

@@ -5,6 +5,7 @@ drawing fixed sets from a generator (``sample_set``, candidate selection)."""
 
 from gencond.engine.candidates import CANDIDATE_RULES, Selector, register_candidate_rule
 from gencond.engine.networks import (
+    Evaluated,
     IndexedData,
     RealBatchConfig,
     RealBatchTrainer,
@@ -24,6 +25,7 @@ from gencond.engine.sampling import class_list, sample_set
 
 __all__ = [
     "CANDIDATE_RULES",
+    "Evaluated",
     "IndexedData",
     "RealBatchConfig",
     "RealBatchTrainer",

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -305,11 +305,13 @@ def train_network(
     seed: int = 0,
     teacher: nn.Module | None = None,
     info: DatasetInfo | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> nn.Module:
     """Train ``net`` for ``cfg.epochs`` epochs on ``data``; every random choice (order,
     augmentation, CutMix) comes from one generator seeded with ``seed``. With a
     ``teacher``, each augmented view is trained on the teacher's logits of it (relabel).
-    ``info`` (the data's normalization) is needed by the pixel-space policies only."""
+    ``info`` (the data's normalization) is needed by the pixel-space policies only.
+    ``after_epoch(epoch)`` (1-based) may look at the network; training goes on in train mode."""
     cfg.check()
     keep_freed_memory()
     generator = torch.Generator().manual_seed(seed)
@@ -321,7 +323,7 @@ def train_network(
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: _lr_factor(cfg, e))
     net.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         for x, targets in data.epoch(cfg.batch_size, generator):
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             targets = targets.to(device, non_blocking=True)
@@ -337,6 +339,9 @@ def train_network(
             scaler.step(optimizer)
             scaler.update()
         scheduler.step()
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+            net.train()
     return net
 
 
@@ -355,15 +360,37 @@ def test_accuracy(net: nn.Module, test: ImageSet, device: torch.device, batch_si
     return 100.0 * correct / len(test)
 
 
+class Evaluated(NamedTuple):
+    """One evaluation network's outcome."""
+
+    accuracy: float  # final test accuracy (%)
+    seconds: float  # training seconds, the tests during training excluded
+    best: float | None = None  # the best test accuracy over the epochs tested (``best_every``), else None
+
+
 def train_and_test(make_net: Callable[[], nn.Module], data: TrainingData, test: ImageSet, cfg: TrainConfig,
-                   device: torch.device, seed: int, teacher: nn.Module | None = None) -> tuple[float, float]:
-    """(final test accuracy %, training seconds) for one freshly initialised network
-    (``teacher``: relabel every augmented view, see :func:`train_network`)."""
+                   device: torch.device, seed: int, teacher: nn.Module | None = None, best_every: int = 0
+                   ) -> Evaluated:
+    """Train one freshly initialised network and test it at the end (``teacher``: relabel
+    every augmented view, see :func:`train_network`). With ``best_every`` it is also tested
+    every that many epochs, and ``best`` is the highest accuracy seen, the final included:
+    DC-BENCH's and DD-Ranking's figure, chosen on the test split, so only ever a labelled
+    extra. Testing changes neither the training nor the final accuracy."""
     torch.manual_seed(seed)
     net = make_net()
+    tested, test_seconds = [], 0.0
+
+    def test_now(epoch: int) -> None:
+        nonlocal test_seconds
+        if epoch % best_every == 0 and epoch < cfg.epochs:
+            begun = time.perf_counter()
+            tested.append(test_accuracy(net, test, device, mixed_precision=cfg.mixed_precision))
+            test_seconds += time.perf_counter() - begun
+
     start = time.perf_counter()
-    train_network(net, data, cfg, device, seed, teacher, test.info)
+    train_network(net, data, cfg, device, seed, teacher, test.info, test_now if best_every else None)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return test_accuracy(net, test, device, mixed_precision=cfg.mixed_precision), seconds
+    seconds = time.perf_counter() - start - test_seconds
+    final = test_accuracy(net, test, device, mixed_precision=cfg.mixed_precision)
+    return Evaluated(final, seconds, max(tested + [final]) if best_every else None)

@@ -18,7 +18,8 @@ of its own, never ranked with hard labels).
 Metrics, in percentage points under the same protocol (DD-Ranking's definitions):
 IOR = accuracy - accuracy of random real images at the same INPC; HLR = accuracy of the
 whole training split - accuracy. DC-BENCH and DD-Ranking report the best accuracy over
-training epochs (chosen on the test set); every figure here is the final accuracy.
+training epochs (chosen on the test set); every figure here is the final accuracy, and
+``best_every`` adds that best as a labelled extra column only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from gencond.engine.candidates import CANDIDATE_RULES
 from gencond.engine.candidates import Selector as SelectionNetwork
 from gencond.engine.networks import (
     AUGMENTATIONS,
+    Evaluated,
     TrainConfig,
     real_data_network,
     resolve_device,
@@ -118,12 +120,17 @@ class BenchConfig(DataConfig):
     workers: int = field(default=1, metadata={
         "help": "processes training cells side by side, CPU only (each gets threads / workers threads; on few cores "
                 "small networks train faster side by side than with more threads each)"})
+    best_every: int = field(default=0, metadata={
+        "help": "also test every N epochs and report the best accuracy over training as a labelled extra column "
+                "(DC-BENCH's and DD-Ranking's figure, chosen on the test split, so never ranked; 0 = off)"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=300))
     ranking: RankingConfig = field(default_factory=RankingConfig)
 
     def check(self) -> None:
         if self.workers < 1:
             raise GencondError(f"workers must be >= 1, got {self.workers}")
+        if self.best_every < 0:
+            raise GencondError(f"best_every must be >= 0, got {self.best_every}")
         if self.full_data_epochs < 0:
             raise GencondError(f"full_data_epochs must be >= 0, got {self.full_data_epochs}")
         if self.seeds <= 0 or not self.inpc or any(n <= 0 for n in self.inpc):
@@ -257,8 +264,10 @@ class CellCache:
     def get(self, key: str) -> dict | None:
         return self.records.get(key)
 
-    def put(self, key: str, accuracy: float, seconds: float) -> None:
+    def put(self, key: str, accuracy: float, seconds: float, best: float | None = None, best_every: int = 0) -> None:
         record = {"key": key, "accuracy": round(accuracy, 4), "train_seconds": round(seconds, 3)}
+        if best is not None:
+            record |= {"best": round(best, 4), "best_every": best_every}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -398,19 +407,24 @@ class PendingCell:
 
     cache: CellCache
     key: str
-    train: Callable[[], tuple[float, float]]  # (accuracy %, training seconds)
+    train: Callable[[], Evaluated]
     label: str
+    best_every: int = 0  # the cell is also tested every that many epochs (a cached cell without it trains again)
+
+    def needed(self) -> bool:
+        record = self.cache.get(self.key)
+        return record is None or (self.best_every > 0 and record.get("best_every") != self.best_every)
 
 
 def train_cells(cells: list[PendingCell], workers: int, what: str, log: Callable[[str], None]) -> None:
     """Train the cells their caches lack, ``workers`` at a time, storing each as it ends
     (progress bar over cells, with time left)."""
-    pending = [c for c in cells if c.cache.get(c.key) is None]
+    pending = [c for c in cells if c.needed()]
     log(f"{len(cells)} {what}: {len(cells) - len(pending)} cached, {len(pending)} to train"
         + (f" by {workers} worker processes" if workers > 1 else ""))
     with tqdm(total=len(pending), desc=what, unit="cell", dynamic_ncols=True) as bar:
-        for index, (accuracy, seconds) in forked_map(lambda i: pending[i].train(), len(pending), workers):
-            pending[index].cache.put(pending[index].key, accuracy, seconds)
+        for index, (accuracy, seconds, best) in forked_map(lambda i: pending[i].train(), len(pending), workers):
+            pending[index].cache.put(pending[index].key, accuracy, seconds, best, pending[index].best_every)
             bar.set_postfix_str(f"done: {pending[index].label}")
             bar.update()
 
@@ -430,11 +444,11 @@ def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], dev
         row = rows[number]
         return PendingCell(row.cache, keys[number, arch, augment, seed], lambda: evaluate_cell(
             splits, row.training_set, arch, row.spec.labels, seed, row_recipe(cfg, row, augment), device,
-            networks.teacher if "teacher" in uses[number] else None),
-            f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}")
+            networks.teacher if "teacher" in uses[number] else None, cfg.best_every),
+            f"{row.training_set.name} ipc={row.training_set.ipc or 'all'} {arch} {augment} seed={seed}", cfg.best_every)
 
     cells = [pending(*cell) for cell in keys]
-    needed = {name for cell, number in zip(cells, (k[0] for k in keys)) if cell.cache.get(cell.key) is None
+    needed = {name for cell, number in zip(cells, (k[0] for k in keys)) if cell.needed()
               for name in uses[number]}
     for name in sorted(needed):  # trained here, once, before any worker process forks
         getattr(networks, name)
@@ -446,7 +460,8 @@ def run_cells(cfg: BenchConfig, splits: DatasetSplits, rows: list[BenchRow], dev
                 records = [row.cache.get(keys[number, arch, augment, s]) for s in seeds]
                 results.append(RowResult(row.training_set.name, row.training_set.ipc, arch,
                                          [r["accuracy"] for r in records], [r["train_seconds"] for r in records],
-                                         labels=row.spec.labels, augment=augment if len(cfg.augment) > 1 else ""))
+                                         labels=row.spec.labels, augment=augment if len(cfg.augment) > 1 else "",
+                                         best=[r["best"] for r in records] if cfg.best_every else None))
     return results
 
 
@@ -508,11 +523,13 @@ def transfer(results: list[RowResult]) -> dict[tuple[str, int | None, str], floa
 def extra_columns(cfg: BenchConfig, rows: list[BenchRow], results: list[RowResult]) -> dict:
     """Table columns beside the accuracies: DD-Ranking's IOR, HLR, LRS and ARS of the first
     architecture and augmentation (hard labels, and soft labels beside them when benched:
-    two columns, never one ranking), the augmentation mean and best, the transfer mean, the
-    bytes stored."""
+    two columns, never one ranking), the best accuracy over training when measured (chosen on
+    the test split, so labelled as such), the augmentation mean and best, the transfer mean,
+    the bytes stored."""
     first = next(r for r in results if r.arch == cfg.arch[0])
     label_columns = {r.column: r.labels for r in results if r.arch == first.arch and r.augment == first.augment}
     metrics, robust, moved = improvement_metrics(results), robustness(results), transfer(results)
+    best = {(r.name, r.ipc, r.column): r for r in results if r.best}
     first_augment = cfg.augment[0] if len(cfg.augment) > 1 else ""
     extra: dict[tuple[str, int | None], dict[str, str]] = {}
     for row in rows:
@@ -522,6 +539,9 @@ def extra_columns(cfg: BenchConfig, rows: list[BenchRow], results: list[RowResul
             for k, v in metrics.get((name, ipc, column), {}).items():
                 if k != "hlr" or labels == "hard":  # HLR is a hard-label figure: once
                     columns[f"{k.upper()} ({column})"] = f"{v:+.2f}" if k in ("ior", "hlr") else f"{v:.2f}"
+            if (name, ipc, column) in best:
+                r = best[(name, ipc, column)]
+                columns[f"best over training, test-chosen ({column})"] = f"{np.mean(r.best):.2f} ± {np.std(r.best):.2f}"
         if (name, ipc, cfg.arch[0]) in robust:
             r = robust[(name, ipc, cfg.arch[0])]
             columns |= {"augmentation mean": f"{r['mean']:.2f}", "best augmentation": r["best"]}

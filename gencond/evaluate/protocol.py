@@ -25,6 +25,7 @@ from gencond.config import config_to_dict
 from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_subset
 from gencond.engine.candidates import Selector as SelectionNetwork
 from gencond.engine.networks import (
+    Evaluated,
     IndexedData,
     TeacherLabelled,
     TrainConfig,
@@ -100,6 +101,8 @@ class RowResult:
     labels: str = "hard"
     augment: str = ""
     """The evaluation augmentation when a benchmark varies it ('' = the config's one)."""
+    best: list[float] | None = None
+    """Per seed, the best test accuracy over training (``best_every``), where measured."""
 
     @property
     def column(self) -> str:
@@ -129,6 +132,8 @@ class RowResult:
             "std": round(self.std, 3),
             "accuracies": [round(a, 3) for a in self.accuracies],
             "train_seconds": [round(s, 2) for s in self.train_seconds],
+            **({"best_accuracies": [round(a, 3) for a in self.best], "best_mean": round(float(np.mean(self.best)), 3),
+                "best_std": round(float(np.std(self.best)), 3)} if self.best else {}),
         }
 
 
@@ -232,14 +237,15 @@ def labelled_data(training_set: TrainingSet, mode: str, seed: int, teacher: torc
 
 
 def evaluate_cell(splits: DatasetSplits, training_set: TrainingSet, arch: str, mode: str, seed: int,
-                  cfg: TrainConfig, device: torch.device, teacher: torch.nn.Module | None = None) -> tuple[float, float]:
-    """(final test accuracy %, training seconds) of one network: ``arch`` trained from
-    scratch on ``training_set``'s data for ``seed`` with the targets of label ``mode``."""
+                  cfg: TrainConfig, device: torch.device, teacher: torch.nn.Module | None = None,
+                  best_every: int = 0) -> Evaluated:
+    """One network: ``arch`` trained from scratch on ``training_set``'s data for ``seed``
+    with the targets of label ``mode`` (``best_every``: see :func:`train_and_test`)."""
     info = splits.info
     return train_and_test(
         lambda: create_network(arch, info.num_classes, info.channels, info.image_size),
         labelled_data(training_set, mode, seed, teacher), splits.test, cfg, device, seed,
-        teacher if mode == "relabel" else None,
+        teacher if mode == "relabel" else None, best_every,
     )
 
 
@@ -261,7 +267,7 @@ def run_protocol(splits: DatasetSplits, sets: list[TrainingSet], archs: list[str
             for mode in labels:
                 row = RowResult(training_set.name, training_set.ipc, arch, [], [], mode)
                 for seed in range(first_seed, first_seed + seeds):
-                    acc, seconds = evaluate_cell(splits, training_set, arch, mode, seed, cfg, device, teacher)
+                    acc, seconds, _ = evaluate_cell(splits, training_set, arch, mode, seed, cfg, device, teacher)
                     row.accuracies.append(acc)
                     row.train_seconds.append(seconds)
                     log(f"  {training_set.name} ipc={training_set.ipc or 'all'} {row.column} seed={seed}: "
