@@ -322,7 +322,7 @@ def test_code_init_fits_every_code_to_its_selected_image_in_the_selections_order
     before, _ = draw_fixed_set(trainer.raw_gen, 10, 3, seed=0)
     trainer.before_training()
     after, _ = draw_fixed_set(trainer.raw_gen, 10, 3, seed=0)
-    targets = expected.flatten(0, 1)
+    targets = trainer.train.images(chosen)  # draw_fixed_set gives normalized images
     error_before, error_after = (before - targets).pow(2).mean(), (after - targets).pow(2).mean()
     assert error_after < 0.5 * error_before
     distances = torch.cdist(after.flatten(1), targets.flatten(1))  # each image nearest its own target

@@ -225,7 +225,7 @@ def save_sample_grid(gen: nn.Module, path: Path, columns: int = 10, seed: int = 
 
     images, _ = draw_fixed_set(gen, min(gen.num_classes, 20), columns, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(((images + 1) / 2).clamp(0, 1), str(path), nrow=columns)
+    save_image(gen.info.denormalize(images).clamp(0, 1), str(path), nrow=columns)
 
 
 def distinct_parts(ctx: Any) -> list[tuple[str, Any]]:

@@ -18,23 +18,20 @@ from gencond.engine.networks import (
     test_accuracy,
     train_network,
 )
-from gencond.engine.sampling import set_latents
+from gencond.engine.sampling import generate_in_batches, set_latents
 from gencond.models import create_network
 
 
 @torch.no_grad()
 def draw_fixed_set(gen: nn.Module, num_classes: int, inpc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images in the generator's [-1, 1] range, labels) on the CPU for the first
+    """(images in the dataset's normalized space, labels) on the CPU for the first
     ``num_classes`` classes: positions 0..inpc-1 of every class (a codebook's first codes;
-    fixed noise for DiM), latents from ``seed`` as :func:`~gencond.engine.sampling.sample_set`
-    draws them; eval mode, restored after."""
+    fixed noise for DiM), drawn as :func:`~gencond.engine.sampling.sample_set` draws them,
+    in eval mode; a generator in training is put back in train mode after."""
     labels = torch.arange(num_classes).repeat_interleave(inpc)
     latents = set_latents(gen, torch.arange(num_classes), inpc, seed)
-    device = next(gen.parameters()).device
     was_training = gen.training
-    gen.eval()
-    images = torch.cat([gen(z.to(device), y.to(device)).float().cpu()
-                        for z, y in zip(latents.split(500), labels.split(500))])
+    images = generate_in_batches(gen, labels, latents)
     gen.train(was_training)
     return images, labels
 
@@ -44,7 +41,6 @@ def validation_score(gen: nn.Module, info: DatasetInfo, validation: ImageSet, in
     """Validation accuracy (%) of a ConvNet-3 trained ``epochs`` on ``inpc`` images per class
     drawn from ``gen`` (the same draw and network initialisation for every state)."""
     images, labels = draw_fixed_set(gen, gen.num_classes, inpc, seed)
-    images = info.from_generator_range(images)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_network("convnet3", info.num_classes, info.channels, info.image_size)
