@@ -33,9 +33,11 @@ generator (as from an ``init_generator``), and ``code_init`` fits only the codes
 images.
 
 Beyond the paper, ``nested``: every step also applies the losses to the first n codes
-(one n drawn from 1..K-1, or every n: ``nested_prefixes``), so that the first n codes of
-one codebook form a good n-per-class set for every n <= K; beyond K the generator draws codes around the learned ones (see
-:mod:`gencond.models.codebook`).
+(one n drawn uniformly or log-uniformly from 1..K-1, or every n: ``nested_prefixes``), so
+that the first n codes of one codebook form a good n-per-class set for every n <= K; beyond
+K the generator draws codes around the learned ones (see :mod:`gencond.models.codebook`).
+``codes_per_step`` bounds what a step generates as K grows: each prefix's losses see at
+most that many of its codes, drawn at random, as a minibatch of the set.
 """
 
 from __future__ import annotations
