@@ -254,7 +254,7 @@ def accuracy_cell(r) -> str:
     """Final accuracy, mean ± std, with the best over training in brackets where measured."""
     if r is None:
         return "–"
-    best = f" ({sum(r.best) / len(r.best):.2f})" if r.best else ""
+    best = f" ({r.best_mean:.2f})" if r.best else ""
     return f"{r.mean:.2f} ± {r.std:.2f}{best}"
 
 

@@ -541,7 +541,7 @@ def extra_columns(cfg: BenchConfig, rows: list[BenchRow], results: list[RowResul
                     columns[f"{k.upper()} ({column})"] = f"{v:+.2f}" if k in ("ior", "hlr") else f"{v:.2f}"
             if (name, ipc, column) in best:
                 r = best[(name, ipc, column)]
-                columns[f"best over training, test-chosen ({column})"] = f"{np.mean(r.best):.2f} ± {np.std(r.best):.2f}"
+                columns[f"best over training, test-chosen ({column})"] = f"{r.best_mean:.2f} ± {r.best_std:.2f}"
         if (name, ipc, cfg.arch[0]) in robust:
             r = robust[(name, ipc, cfg.arch[0])]
             columns |= {"augmentation mean": f"{r['mean']:.2f}", "best augmentation": r["best"]}

@@ -121,6 +121,15 @@ class RowResult:
         """Population standard deviation over seeds, as the DC/DSA/DM code reports."""
         return float(np.std(self.accuracies))
 
+    @property
+    def best_mean(self) -> float:
+        """The best accuracy over training (``best``), mean over seeds."""
+        return float(np.mean(self.best))
+
+    @property
+    def best_std(self) -> float:
+        return float(np.std(self.best))
+
     def to_dict(self) -> dict:
         return {
             "training_set": self.name,
@@ -132,8 +141,8 @@ class RowResult:
             "std": round(self.std, 3),
             "accuracies": [round(a, 3) for a in self.accuracies],
             "train_seconds": [round(s, 2) for s in self.train_seconds],
-            **({"best_accuracies": [round(a, 3) for a in self.best], "best_mean": round(float(np.mean(self.best)), 3),
-                "best_std": round(float(np.std(self.best)), 3)} if self.best else {}),
+            **({"best_accuracies": [round(a, 3) for a in self.best], "best_mean": round(self.best_mean, 3),
+                "best_std": round(self.best_std, 3)} if self.best else {}),
         }
 
 
