@@ -17,6 +17,7 @@ _LAZY = {
     "ConditionalGenerator": "gencond.models",
     "DiMGenerator": "gencond.models",
     "CodebookGenerator": "gencond.models",
+    "DiffusionGenerator": "gencond.models",
     "CondensedSet": "gencond.artifacts",
     "sample_set": "gencond.serve",
     "GeneratorDataset": "gencond.serve",

@@ -268,7 +268,7 @@ def test_two_processes_through_scripts_train_keep_identical_generators(tmp_path)
 
 def test_scripts_train_needs_a_generator_method(capsys):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "dm"], capture_output=True, text=True, check=False)
-    assert result.returncode == 2 and "METHOD is one of codebook, dim" in result.stderr
+    assert result.returncode == 2 and "METHOD is one of codebook, diffusion, dim" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

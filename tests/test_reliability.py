@@ -19,6 +19,7 @@ from gencond.engine.networks import RealBatchConfig
 from gencond.errors import GencondError
 from gencond.files import output_lock
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer, train_codebook
+from gencond.methods.diffusion import DiffusionConfig, DiffusionTrainer, train_diffusion
 from gencond.methods.dim import DiMConfig, DiMTrainer, train_dim
 
 TINY = DiMConfig(dataset="digits", width=8, batch_size=16, gan_epochs=2, match_epochs=1, steps_per_epoch=2,
@@ -29,6 +30,9 @@ TINY_CODEBOOK = CodebookConfig(dataset="digits", epochs=2, steps_per_epoch=3, co
                                association_size=4, generator_steps_per_phi_update=1,
                                phi_training=RealBatchConfig(batches=1, batch_size=16), phi_reinit_every=2,
                                sample_every=0, seed=1)
+TINY_DIFFUSION = DiffusionConfig(dataset="digits", epochs=2, steps_per_epoch=3, batch_size=16, block_channels=[8, 16],
+                                 layers_per_block=1, attention_levels=[], sampling_steps=2, condense=True,
+                                 sample_every=0, ema_decay=0.9, seed=2)
 pytestmark = pytest.mark.slow
 
 
@@ -146,14 +150,16 @@ def stop_before_step(monkeypatch, trainer_class, stop: int) -> None:
     before_step(monkeypatch, trainer_class, maybe_stop)
 
 
-@pytest.mark.parametrize("method", ["dim", "codebook"])
+@pytest.mark.parametrize("method", ["dim", "codebook", "diffusion"])
 def test_a_run_stopped_within_an_epoch_resumes_from_the_step_state_bitwise(monkeypatch, tmp_path, method):
     """DiM: stopped in the matching epoch (its pool network and stream mid-epoch);
-    codebook: in its second epoch (phi updated every step). The straight run saves no
+    codebook: in its second epoch (phi updated every step); diffusion: in its second epoch
+    (the minimax memories and the EMA filled mid-epoch). The straight run saves no
     step states, so saving them must not change the run either; it keeps every epoch's
     generator (``keep_every``), the last of which is the exported one."""
     train, trainer_class, cfg, stop = {"dim": (train_dim, DiMTrainer, replace(TINY, steps_per_epoch=3), 8),
-                                       "codebook": (train_codebook, CodebookTrainer, TINY_CODEBOOK, 5)}[method]
+                                       "codebook": (train_codebook, CodebookTrainer, TINY_CODEBOOK, 5),
+                                       "diffusion": (train_diffusion, DiffusionTrainer, TINY_DIFFUSION, 5)}[method]
     straight = load_file(str(train(replace(cfg, output_dir=str(tmp_path / "straight"), keep_every=1))
                              / "model.safetensors"))
     kept = sorted((tmp_path / "straight" / "epochs").iterdir())
@@ -173,7 +179,7 @@ def test_a_run_stopped_within_an_epoch_resumes_from_the_step_state_bitwise(monke
     assert [r["epoch"] for r in log] == list(range(1, cfg.epochs + 1)) and log[-1]["resumed_at_step"] == 2
     straight_log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     not_losses = {"epoch", "steps", "rank", "phase", "pool_network", "phi_draws", "seconds", "seconds_per_step",
-                  "seconds_after_first_step"}  # phi_draws describes the epoch where it (re)started
+                  "seconds_after_first_step", "minimax"}  # phi_draws describes the epoch where it (re)started
     losses = [k for k in straight_log[-1] if k not in not_losses]
     assert len(losses) >= 3
     assert {k: log[-1].get(k) for k in losses} == {k: straight_log[-1][k] for k in losses}

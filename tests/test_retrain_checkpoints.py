@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.retrain
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("method", ["dim", "codebook"])
+@pytest.mark.parametrize("method", ["dim", "codebook", "diffusion"])
 def test_the_shipped_config_retrains_the_shipped_checkpoint_bitwise(method, tmp_path, monkeypatch):
     shipped = ROOT / "checkpoints" / f"{method}_digits"
     record = read_generator_config(shipped)["_training"]

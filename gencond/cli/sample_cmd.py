@@ -14,6 +14,7 @@ from gencond.engine.sampling import check_inpc, class_list, set_config, stream_s
 from gencond.errors import GencondError
 from gencond.methods.coresets import SelectionConfig, embedding_network
 from gencond.models import ConditionalGenerator, load_generator
+from gencond.models.diffusion import SAMPLERS
 from gencond.serve.export import FORMATS, check_fits, output_path, write_stream
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dim_digits"
@@ -39,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncation", type=float, default=0.0, metavar="PSI",
                         help="draw the latents' Gaussian part from N(0, 1) truncated to [-PSI, PSI]: images nearer "
                              "their class's modes, less diverse (0 = off)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="diffusion generators: ddim or dpm (DPM-Solver++) "
+                                                            "(default: the one saved with the model)")
+    parser.add_argument("--sampling-steps", type=int, help="diffusion generators: sampler steps (default: as saved)")
+    parser.add_argument("--guidance-scale", type=float, help="diffusion generators: classifier-free guidance scale, "
+                                                             "1 = none (default: as saved)")
     parser.add_argument("--candidates", type=int, default=1, metavar="M",
                         help="draw M x INPC images per class and keep INPC of them by --rule (1 = no selection)")
     parser.add_argument("--rule", default="herding", help=f"candidate selection rule: {', '.join(CANDIDATE_RULES)}")
@@ -90,6 +96,7 @@ def progress(runs, total: int):
 def run(args: argparse.Namespace) -> None:
     generator = load_generator(args.checkpoint or default_checkpoint(), resolve_device(args.device))
     generator = generator.truncated(args.truncation)
+    generator = generator.with_sampler(args.sampler, args.sampling_steps, args.guidance_scale)
     check_inpc(args.inpc)
     check_candidates(args.candidates, args.rule, None, need_selector=False)
     for name, value, least in (("selector epochs", args.selector_epochs, 0), ("teacher epochs", args.teacher_epochs, 0),

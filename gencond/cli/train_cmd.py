@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                  "(see gencond train METHOD --help)")
 
 
-@command("train", help="train a generator (dim, codebook) from a YAML config and flags", add_arguments=add_arguments)
+@command("train", help="train a generator (dim, codebook, diffusion) from a YAML config and flags", add_arguments=add_arguments)
 def run(args: argparse.Namespace) -> None:
     run_training(args.method, args.options, prog=f"gencond train {args.method}")
 

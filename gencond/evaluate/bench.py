@@ -10,7 +10,8 @@ benchmark of the same dataset and protocol.
 A set specification may carry serving options after ``?`` (``&``-separated): a generator's
 ``candidates=M`` and ``rule=R`` (its fixed set kept by candidate selection from M x INPC
 draws, in the embedding of a selection network trained ``selector_epochs`` on the real
-training split), ``truncation=PSI`` (latents truncated at PSI), and for every set
+training split), ``truncation=PSI`` (latents truncated at PSI), a diffusion generator's
+``sampler=ddim|dpm``, ``steps=N`` and ``guidance=W`` (instead of those saved with it), and for every set
 ``labels=soft`` (trained on a teacher's logits: a condensed file's stored ones, otherwise
 those of a ``teacher_arch`` trained ``teacher_epochs`` on the real training split; a column
 of its own, never ranked with hard labels).
@@ -76,6 +77,7 @@ from gencond.evaluate.report import BenchmarkReport
 from gencond.evaluate.scores import augmentation_robust_score, label_robust_score
 from gencond.files import atomic_path
 from gencond.models import ConditionalGenerator, check_architecture, load_generator
+from gencond.models.diffusion import SAMPLERS
 from gencond.runtime import forked_map
 
 FILE_KINDS = ("condensed", "generator")
@@ -90,13 +92,16 @@ class BenchConfig(DataConfig):
     sets: list[str] = field(default_factory=lambda: [RANDOM], metadata={
         "help": "training sets: random, a selection rule (herding, kcenter, ...), NAME=condensed:FILE, "
                 "NAME=generator:FOLDER, each optionally with ?OPTION=VALUE&... (generators: candidates, rule, "
-                "truncation; every set: labels=soft); random real images are always included"})
+                "truncation; diffusion generators: sampler, steps, guidance; every set: labels=soft); random real "
+                "images are always included"})
     inpc: list[int] = field(default_factory=lambda: [1, 10], metadata={
         "help": "images per class of real subsets and generators (condensed files have their own)"})
     arch: list[str] = field(default_factory=lambda: [REFERENCE_ARCH], metadata={"help": "evaluation architectures"})
     augment: list[str] = field(default_factory=lambda: ["dsa"], metadata={
         "help": f"evaluation augmentations: {', '.join(AUGMENTATIONS)}"})
-    protocol: list[str] = field(default_factory=lambda: ["fixed"], metadata={"help": "generator protocols: fixed, fresh"})
+    protocol: list[str] = field(default_factory=lambda: ["fixed"], metadata={
+        "help": "generator protocols: fixed, fresh, pool"})
+    pool_factor: int = field(default=10, metadata={"help": "the pool protocol's pool, in multiples of INPC"})
     seeds: int = field(default=3, metadata={"help": "evaluation seeds per cell (from seed on): network, order, subset"})
     full_data: bool = field(default=True, metadata={"help": "also train on the whole training split (HLR)"})
     output_dir: str = field(default="runs/bench", metadata={"help": "results.json, table.md, plots, cells.jsonl"})
@@ -144,6 +149,8 @@ class BenchConfig(DataConfig):
         unknown = [p for p in self.protocol if p not in PROTOCOLS]
         if unknown or not self.protocol:
             raise GencondError(f"unknown protocol {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.pool_factor < 1:
+            raise GencondError(f"pool_factor must be >= 1, got {self.pool_factor}")
         for entry in self.sets:
             parse_set(entry)
         check_architecture(self.teacher_arch)
@@ -173,12 +180,16 @@ class SetSpec:
     rule: str = "herding"
     truncation: float = 0.0
     labels: str = "hard"
+    sampler: str = ""
+    steps: int = 0
+    guidance: float = -1.0
 
     @property
     def options(self) -> dict[str, str]:
         """The options that differ from the defaults, as written in the entry."""
         given = {"candidates": self.candidates, "rule": self.rule if self.candidates > 1 else "herding",
-                 "truncation": self.truncation, "labels": self.labels}
+                 "truncation": self.truncation, "labels": self.labels, "sampler": self.sampler, "steps": self.steps,
+                 "guidance": self.guidance}
         return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in given.items() if v != SET_DEFAULTS[k]}
 
     @property
@@ -187,7 +198,9 @@ class SetSpec:
         return base + ("?" + "&".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
 
 
-SET_DEFAULTS = {"candidates": 1, "rule": "herding", "truncation": 0.0, "labels": "hard"}
+# sampler, steps and guidance (a diffusion generator's): "", 0 and -1 keep the ones saved with it
+SET_DEFAULTS = {"candidates": 1, "rule": "herding", "truncation": 0.0, "labels": "hard", "sampler": "", "steps": 0,
+                "guidance": -1.0}
 SET_OPTIONS = {"selection": ("labels",), "condensed": ("labels",), "generator": tuple(SET_DEFAULTS)}
 
 
@@ -225,6 +238,10 @@ def set_options(entry: str, kind: str, query: str) -> dict:
     if candidates < 1 or rule not in CANDIDATE_RULES or not options.get("truncation", 0.0) >= 0:
         raise GencondError(f"training set {entry!r}: candidates must be >= 1, rule one of "
                            f"{', '.join(CANDIDATE_RULES)} and truncation >= 0")
+    if options.get("sampler", "") not in ("", *SAMPLERS) or options.get("steps", 1) < 1 \
+            or not options.get("guidance", 0.0) >= 0:
+        raise GencondError(f"training set {entry!r}: sampler must be one of {', '.join(SAMPLERS)}, steps >= 1 and "
+                           "guidance >= 0")
     if options.get("labels", "hard") not in SET_LABELS:
         raise GencondError(f"training set {entry!r}: labels must be hard or soft, got {options['labels']!r}")
     return options
@@ -367,8 +384,11 @@ def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: d
         if not Path(spec.source).is_dir():
             raise GencondError(f"training set {spec.name!r}: no generator folder {spec.source}")
         size = folder_bytes(spec.source)
+        sampling = {"sampler": spec.sampler or None, "steps": spec.steps or None,
+                    "guidance_scale": spec.guidance if spec.guidance >= 0 else None}
         return [(ts, size) for ts in generator_sets(splits, spec.source, cfg.inpc, cfg.protocol, device, spec.truncation,
-                                                    spec.candidates, spec.rule, lambda: networks.selector)]
+                                                    spec.candidates, spec.rule, lambda: networks.selector, sampling,
+                                                    cfg.pool_factor)]
     if spec.source not in (RANDOM, FULL) and spec.source not in selectors:
         raise GencondError(f"training set {spec.source!r}: unknown selection rule")
     pixel_bytes = info.num_classes * info.channels * info.image_size ** 2  # 8-bit pixels, per image per class

@@ -64,8 +64,10 @@ class EvalConfig(DataConfig):
     truncation: float = field(default=0.0, metadata={"help": "draw --checkpoint's latents truncated at this psi "
                                                                 "(0 = off; the truncation trick)"})
     protocol: list[str] = field(default_factory=lambda: ["fixed", "fresh"],
-                                metadata={"help": "generator protocols: fixed (one set drawn per seed) and/or fresh "
-                                                  "(new samples every step, same count per epoch)"})
+                                metadata={"help": "generator protocols: fixed (one set drawn per seed), fresh "
+                                                  "(new samples every step, same count per epoch) and/or pool "
+                                                  "(every epoch INPC per class from pool_factor x INPC drawn once)"})
+    pool_factor: int = field(default=10, metadata={"help": "the pool protocol's pool, in multiples of INPC"})
     ipc: list[int] = field(default_factory=lambda: [1, 10, 50], metadata={"help": "images per class for selection"})
     arch: list[str] = field(default_factory=lambda: ["convnet3"], metadata={"help": "evaluation architecture(s)"})
     labels: list[str] = field(default_factory=lambda: ["hard"],
@@ -182,7 +184,7 @@ def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False) 
     return rows
 
 
-PROTOCOLS = ("fixed", "fresh")
+PROTOCOLS = ("fixed", "fresh", "pool")
 
 
 class FreshSamples:
@@ -202,32 +204,59 @@ class FreshSamples:
             yield generate_in_batches(self.generator, labels, latents, self.generate_batch, to_cpu=False), labels
 
 
+class PoolSamples:
+    """The pool protocol, for generators whose fresh sampling is too slow to evaluate (a
+    diffusion model pays sampler steps x 2 UNet passes per image): the seed's set of
+    ``inpc x factor`` images per class is drawn once, and every epoch trains on ``inpc`` of
+    them per class, drawn anew (shuffled). The images per epoch are those of the fixed set;
+    their variety is the pool's."""
+
+    def __init__(self, generator: ConditionalGenerator, inpc: int, factor: int, seed: int):
+        check_inpc(inpc)
+        drawn = sample_set(generator, inpc * factor, seed)
+        self.images, self.labels = drawn.images, drawn.labels
+        self.inpc, self.pool, self.num_classes = inpc, inpc * factor, generator.info.num_classes
+
+    def epoch(self, batch_size: int, generator: torch.Generator):
+        chosen = torch.rand(self.num_classes, self.pool, generator=generator).argsort(1)[:, :self.inpc]
+        index = (chosen + self.pool * torch.arange(self.num_classes).unsqueeze(1)).flatten()
+        for part in index[torch.randperm(len(index), generator=generator)].split(batch_size):
+            yield self.images[part], self.labels[part]
+
+
 def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], protocols: list[str],
                    device: torch.device, truncation: float = 0.0, candidates: int = 1, rule: str = "herding",
-                   selector: Callable[[], SelectionNetwork] | None = None) -> list[TrainingSet]:
+                   selector: Callable[[], SelectionNetwork] | None = None,
+                   sampling: dict | None = None, pool_factor: int = 10) -> list[TrainingSet]:
     """A generator under the two protocols. ``fixed``: the seed draws one set of INPC x C
     images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
     DiM's deployment, the same number of images per epoch but new ones every step. With
     ``truncation`` psi > 0 both draw latents truncated at psi. With ``candidates`` M > 1
     the fixed set is kept by ``rule`` from M x INPC draws in the embedding of ``selector()``
-    (called when a set is made), and there is no fresh row: selection serves fixed sets."""
+    (called when a set is made), and there is no fresh row: selection serves fixed sets.
+    ``sampling``: a diffusion generator's ``with_sampler`` settings. ``pool``: every epoch
+    draws INPC images per class from a pool of ``pool_factor`` x INPC drawn once per seed
+    (:class:`PoolSamples`)."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise GencondError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
     if any(n <= 0 for n in inpcs):
         raise GencondError(f"images per class (INPC) must be positive, got {inpcs}")
-    generator = load_generator(checkpoint, device).truncated(truncation)
+    generator = load_generator(checkpoint, device).truncated(truncation).with_sampler(**(sampling or {}))
     check_compatible(generator.info, splits.info, checkpoint)
     served = (f", truncation {truncation:g}" if truncation else "") + (f", {rule} of {candidates}x" if candidates > 1 else "")
     rows = []
     for protocol in protocols if candidates == 1 else ["fixed"]:
         for inpc in inpcs:
+            label = protocol
             if protocol == "fixed":
                 make = lambda seed, n=inpc: IndexedData.from_condensed(sample_set(
                     generator, n, seed, candidates=candidates, rule=rule, selector=selector() if selector else None))
+            elif protocol == "pool":
+                make, label = lambda seed, n=inpc: PoolSamples(generator, n, pool_factor, seed), f"pool x{pool_factor}"
             else:
                 make = lambda seed, n=inpc: FreshSamples(generator, n)
-            rows.append(TrainingSet(f"generator ({protocol}{served})", inpc, make))
+            rows.append(TrainingSet(f"generator ({label}{served})", inpc, make))
     return rows
 
 
@@ -350,13 +379,15 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Select
     cfg.train.check()
     check_label_modes(cfg.labels)
     check_architecture(cfg.teacher_arch)
-    if cfg.teacher_epochs < 0:
-        raise GencondError(f"teacher epochs must be >= 0, got {cfg.teacher_epochs}")
+    if cfg.teacher_epochs < 0 or cfg.pool_factor < 1:
+        raise GencondError(f"teacher epochs must be >= 0 and the pool factor >= 1, got {cfg.teacher_epochs} and "
+                           f"{cfg.pool_factor}")
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     splits = cfg.load_splits()
     if cfg.checkpoint:
-        sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device, cfg.truncation)
+        sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device, cfg.truncation,
+                              pool_factor=cfg.pool_factor)
     elif cfg.condensed:
         sets = condensed_sets(splits, cfg.condensed, soft="soft" in cfg.labels)
     else:

@@ -9,7 +9,7 @@ Three kinds, each with its own call:
 ``config`` is an instance of the method's registered config dataclass.
 """
 
-from gencond.methods import codebook, coresets, dim, dm, dsa, idc  # noqa: F401,E402  (registration)
+from gencond.methods import codebook, coresets, diffusion, dim, dm, dsa, idc  # noqa: F401,E402  (registration)
 from gencond.methods._registry import Method, get_method, list_methods, register_method
 
 __all__ = ["Method", "get_method", "list_methods", "register_method"]

@@ -20,12 +20,14 @@ from gencond.models import (  # noqa: F401  (registration)
     codebook,
     convnet,
     densenet,
+    diffusion,
     gan,
     mlp,
     resnet,
     vgg,
 )
 from gencond.models.codebook import CodebookGenerator
+from gencond.models.diffusion import DiffusionGenerator
 from gencond.models.gan import DiMGenerator
 from gencond.models.generators import (
     ConditionalGenerator,
@@ -99,5 +101,6 @@ class ModelPool:
         return name, net
 
 
-__all__ = ["GENCOND_NETWORKS", "CodebookGenerator", "ConditionalGenerator", "DiMGenerator", "ModelPool",
+__all__ = ["GENCOND_NETWORKS", "CodebookGenerator", "ConditionalGenerator", "DiffusionGenerator", "DiMGenerator",
+           "ModelPool",
            "check_architecture", "create_network", "embed", "has_batch_norm", "load_generator", "read_generator_config"]

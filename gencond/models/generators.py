@@ -112,6 +112,20 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
         served.truncation = float(psi)
         return served
 
+    def with_sampler(self, sampler: str | None = None, steps: int | None = None,
+                     guidance_scale: float | None = None) -> ConditionalGenerator:
+        """This generator with other sampler settings (None: unchanged); only a diffusion
+        generator has any, so any setting given here ends with one line."""
+        if sampler is None and steps is None and guidance_scale is None:
+            return self
+        raise GencondError("sampler settings (sampler, steps, guidance scale) are for diffusion generators; "
+                           f"this one is a {type(self).__name__}")
+
+    def sampling_description(self) -> dict:
+        """Serving settings besides the weights that decide what a latent becomes (a diffusion
+        model's sampler), recorded with every set drawn; none by default."""
+        return {}
+
     def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` latents (on the CPU) for images at positions ``slots`` within their
         class's set, or fresh ones when ``slots`` is None. Default: N(0, I) noise,
