@@ -94,8 +94,9 @@ def set_config(generator: ConditionalGenerator, inpc: int, seed: int, candidates
     config = {"inpc": inpc, "seed": seed, "generator": generator.architecture_config()}
     if generator.truncation:
         config["truncation"] = generator.truncation
-    if generator.sampling_description():
-        config["sampling"] = generator.sampling_description()
+    sampling = generator.sampling_description()
+    if sampling:
+        config["sampling"] = sampling
     if candidates > 1:
         config["candidates"] = {"per_kept_image": candidates, "rule": rule, "selector": selector.description}
     if teacher is not None:

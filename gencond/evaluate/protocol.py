@@ -228,7 +228,7 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
                    device: torch.device, truncation: float = 0.0, candidates: int = 1, rule: str = "herding",
                    selector: Callable[[], SelectionNetwork] | None = None,
                    sampling: dict | None = None, pool_factor: int = 10) -> list[TrainingSet]:
-    """A generator under the two protocols. ``fixed``: the seed draws one set of INPC x C
+    """A generator under each protocol asked for. ``fixed``: the seed draws one set of INPC x C
     images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
     DiM's deployment, the same number of images per epoch but new ones every step. With
     ``truncation`` psi > 0 both draw latents truncated at psi. With ``candidates`` M > 1

@@ -20,44 +20,43 @@ import torch
 import torch.nn.functional as F
 
 
-def own_class_similarity(embeddings: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor,
-                         count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, M) cosine similarities of every embedding with each slot of its own class's memory,
-    and (B, M) which slots are filled. One product over the classes present, not one per class.
+def own_class_similarity(embeddings: torch.Tensor, present: torch.Tensor, inverse: torch.Tensor,
+                         bank: torch.Tensor) -> torch.Tensor:
+    """(B, M) cosine similarities of every embedding with each slot of its own class's memory:
+    one product over the classes present (``present``, and each embedding's index among them,
+    ``inverse``: ``labels.unique(return_inverse=True)``), not one per class.
 
-    ``embeddings`` (B, D); ``labels`` (B,); ``bank`` (classes, M, D); ``count`` (classes,)."""
-    present, inverse = labels.unique(return_inverse=True)
+    ``embeddings`` (B, D); ``bank`` (classes, M, D)."""
     size = bank.shape[1]
     slots = F.normalize(bank[present].flatten(0, 1).to(embeddings.dtype), dim=1)  # (K * M, D)
-    sims = (F.normalize(embeddings, dim=1) @ slots.T).view(len(labels), len(present), size)
-    own = sims.gather(1, inverse.view(-1, 1, 1).expand(-1, 1, size)).squeeze(1)
-    filled = torch.arange(size, device=labels.device).unsqueeze(0) < count[labels].unsqueeze(1)
-    return own, filled
+    sims = (F.normalize(embeddings, dim=1) @ slots.T).view(len(inverse), len(present), size)
+    return sims.gather(1, inverse.view(-1, 1, 1).expand(-1, 1, size)).squeeze(1)
 
 
-def per_class_extreme(values: torch.Tensor, filled: torch.Tensor, labels: torch.Tensor, largest: bool
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(extreme over every filled slot of every sample, per class present; which classes had
-    a filled slot), in the order of ``labels.unique()``."""
+def per_class_extreme(values: torch.Tensor, filled: torch.Tensor, inverse: torch.Tensor, classes: int,
+                      largest: bool) -> torch.Tensor:
+    """The extreme over every filled slot of every sample, per class present (index ``inverse``);
+    +-inf for a class with no filled slot."""
     fill = float("-inf") if largest else float("inf")
     per_sample = values.masked_fill(~filled, fill)
     per_sample = per_sample.amax(1) if largest else per_sample.amin(1)
-    present, inverse = labels.unique(return_inverse=True)
-    out = per_sample.new_full((len(present),), fill)
-    out = out.scatter_reduce(0, inverse, per_sample, reduce="amax" if largest else "amin")
-    return out, torch.isfinite(out)
+    out = per_sample.new_full((classes,), fill)
+    return out.scatter_reduce(0, inverse, per_sample, reduce="amax" if largest else "amin")
 
 
 def minimax_losses(embeddings: torch.Tensor, labels: torch.Tensor, memory: MinimaxMemory,
                    lambda_pos: float, lambda_neg: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(representativeness, diversity) terms of a batch (see the module docstring); the
     memory is read, not updated. ``embeddings`` (B, D), with gradients."""
-    classes = labels.unique().numel()
-    real, filled = own_class_similarity(embeddings, labels, memory.real, memory.count)
-    lowest, has = per_class_extreme(real, filled, labels, largest=False)
+    present, inverse = labels.unique(return_inverse=True)
+    size, classes = memory.real.shape[1], len(present)
+    filled = torch.arange(size, device=labels.device).unsqueeze(0) < memory.count[labels].unsqueeze(1)  # both memories
+    has = memory.count[present] > 0
+    real = own_class_similarity(embeddings, present, inverse, memory.real)
+    lowest = per_class_extreme(real, filled, inverse, classes, largest=False)
     pos = torch.where(has, 1 - lowest, torch.zeros_like(lowest)).sum() * lambda_pos / classes
-    fake, filled = own_class_similarity(embeddings, labels, memory.fake, memory.count)
-    highest, has = per_class_extreme(fake, filled, labels, largest=True)
+    fake = own_class_similarity(embeddings, present, inverse, memory.fake)
+    highest = per_class_extreme(fake, filled, inverse, classes, largest=True)
     neg = torch.where(has, highest, torch.zeros_like(highest)).sum() * lambda_neg / classes
     return pos, neg
 

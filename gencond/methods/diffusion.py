@@ -106,10 +106,12 @@ class DiffusionTrainer(GeneratorTrainer):
 
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
-        gen = DiffusionGenerator(info.num_classes, info.channels, info.image_size, cfg.block_channels,
-                                 cfg.layers_per_block, cfg.attention_levels, cfg.num_train_timesteps,
-                                 cfg.beta_schedule, cfg.prediction_type, cfg.sampler, cfg.sampling_steps,
-                                 cfg.guidance_scale, info.to_dict())
+        gen = DiffusionGenerator(
+            info.num_classes, info.channels, info.image_size, block_channels=cfg.block_channels,
+            layers_per_block=cfg.layers_per_block, attention_levels=cfg.attention_levels,
+            num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+            prediction_type=cfg.prediction_type, sampler=cfg.sampler, sampling_steps=cfg.sampling_steps,
+            guidance_scale=cfg.guidance_scale, dataset=info.to_dict())
         self.scheduler = gen.training_scheduler()
         self.memory = None
         if cfg.condense:
