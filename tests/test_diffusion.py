@@ -175,16 +175,43 @@ def test_sample_command_takes_the_sampler_settings(trained, tmp_path, capsys):
     folder, _ = trained
     out = tmp_path / "set.safetensors"
     code = main(["sample", "--checkpoint", str(folder), "--inpc", "2", "--format", "safetensors", "--out", str(out),
-                 "--sampler", "dpm", "--sampling-steps", "2", "--guidance-scale", "1.5"])
+                 "--sampler", "dpm", "--sampling-steps", "2", "--guidance-scale", "1.5", "--mixed-precision", "bf16"])
     assert code == 0, capsys.readouterr().err
     from gencond.artifacts import CondensedSet
 
     stored = CondensedSet.load(out)
-    assert stored.config["sampling"] == {"sampler": "dpm", "steps": 2, "guidance_scale": 1.5}
+    assert stored.config["sampling"] == {"sampler": "dpm", "steps": 2, "guidance_scale": 1.5, "mixed_precision": "bf16"}
     code = main(["sample", "--inpc", "1", "--sampling-steps", "2", "--out", str(tmp_path / "png")])  # DiM
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["gencond sample: error: sampler settings (sampler, steps, guidance scale) are "
-                                 "for diffusion generators; this one is a DiMGenerator"], err
+    assert code == 2 and err == ["gencond sample: error: sampler settings (sampler, steps, guidance scale, "
+                                 "precision) are for diffusion generators; this one is a DiMGenerator"], err
+
+
+@pytest.mark.slow
+def test_sample_and_bench_serve_d3hr_latents(trained, tmp_path, capsys):
+    from gencond.artifacts import CondensedSet
+    from gencond.data import DataConfig
+    from gencond.engine.d3hr import D3HR, fit_latent_gaussians
+    from gencond.evaluate.bench import d3hr_of, parse_set
+    from gencond.evaluate.protocol import generator_sets
+
+    folder, _ = trained
+    out = tmp_path / "d3hr.safetensors"
+    code = main(["sample", "--checkpoint", str(folder), "--inpc", "2", "--classes", "0", "3", "--latents", "d3hr",
+                 "--strength", "0.5", "--groups", "20", "--format", "safetensors", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    stored, splits = CondensedSet.load(out), DataConfig(dataset="digits").load_splits()
+    assert stored.labels.tolist() == [0, 0, 3, 3]
+    assert stored.config["latents"]["inverted_images"] == int(((splits.train.labels == 0) | (splits.train.labels == 3)).sum())
+    (row,) = generator_sets(splits, str(folder), [1], ["fixed", "fresh"], torch.device("cpu"),
+                            d3hr=d3hr_of(parse_set("d=generator:x?latents=d3hr&strength=0.5"), splits))
+    assert row.name == "generator (fixed, D3HR latents)"
+    gen = load_generator(folder)
+    want = sample_set(gen, 1, 0, d3hr=D3HR(fit_latent_gaussians(gen, splits.train, 0.5)))
+    torch.testing.assert_close(row.make(0).fetch(torch.arange(10))[0], want.images, atol=1e-5, rtol=0)
+    code = main(["sample", "--inpc", "1", "--latents", "d3hr", "--out", str(tmp_path / "png")])  # DiM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["gencond sample: error: D3HR latents need a diffusion generator, not dim_generator"], err
 
 
 def test_bench_set_entries_take_the_sampler_settings():
@@ -195,8 +222,10 @@ def test_bench_set_entries_take_the_sampler_settings():
     assert spec.entry == "d=generator:runs/d?sampler=dpm&steps=10&guidance=1.5"
     assert parse_set("d=generator:runs/d?guidance=0").options == {"guidance": "0"}  # 0 is a scale, not "as saved"
     assert parse_set("d=generator:runs/d").options == {}
-    for bad in ("sampler=euler", "steps=0", "guidance=-2"):
-        with pytest.raises(GencondError, match="sampler must be one of ddim, dpm, steps >= 1 and guidance >= 0"):
+    assert parse_set("d=generator:runs/d?precision=bf16").precision == "bf16"
+    for bad in ("sampler=euler", "steps=0", "guidance=-2", "precision=fp8"):
+        with pytest.raises(GencondError, match="sampler must be one of ddim, dpm, steps >= 1, guidance >= 0 and "
+                                               "precision one of no, bf16, fp16, auto"):
             parse_set(f"d=generator:runs/d?{bad}")
 
 

@@ -17,6 +17,7 @@ import torch
 
 from gencond.artifacts import CondensedSet
 from gencond.engine.candidates import Selector, check_candidates, select_candidates
+from gencond.engine.d3hr import D3HR
 from gencond.engine.networks import ReferenceNetwork, teacher_logits
 from gencond.errors import GencondError
 from gencond.models.generators import ConditionalGenerator
@@ -88,9 +89,9 @@ def generate_in_batches(generator: ConditionalGenerator, labels: torch.Tensor, l
 
 
 def set_config(generator: ConditionalGenerator, inpc: int, seed: int, candidates: int = 1, rule: str = "herding",
-               selector: Selector | None = None, teacher: Teacher | None = None) -> dict:
+               selector: Selector | None = None, teacher: Teacher | None = None, d3hr: D3HR | None = None) -> dict:
     """What a sampled set's config records: INPC, seed, the generator, and the truncation,
-    candidate selection and teacher when used."""
+    candidate selection, D3HR latents and teacher when used."""
     config = {"inpc": inpc, "seed": seed, "generator": generator.architecture_config()}
     if generator.truncation:
         config["truncation"] = generator.truncation
@@ -99,6 +100,9 @@ def set_config(generator: ConditionalGenerator, inpc: int, seed: int, candidates
         config["sampling"] = sampling
     if candidates > 1:
         config["candidates"] = {"per_kept_image": candidates, "rule": rule, "selector": selector.description}
+    if d3hr is not None:
+        config["latents"] = d3hr.description
+        config["sampling"] = d3hr.gaussians.sampling
     if teacher is not None:
         config["teacher"] = teacher.description
     return config
@@ -106,25 +110,30 @@ def set_config(generator: ConditionalGenerator, inpc: int, seed: int, candidates
 
 def stream_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
                batch_size: int = 500, candidates: int = 1, rule: str = "herding", selector: Selector | None = None,
-               teacher: Teacher | None = None, chunk: int = 10_000,
+               teacher: Teacher | None = None, chunk: int = 10_000, d3hr: D3HR | None = None,
                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """The set :func:`sample_set` returns, as (images, labels, soft labels or None) runs
     of at most ``chunk`` images, class-major, so memory stays bounded by ``chunk`` whatever
-    INPC is. With candidate selection a run is one class (its M x INPC candidates are
-    generated together)."""
+    INPC is. With candidate selection or D3HR a run is one class (its candidates are
+    generated or its group chosen together)."""
     check_inpc(inpc)
+    if d3hr is not None and candidates > 1:
+        raise GencondError("D3HR latents and candidate selection both choose a fixed set: use one of them")
     check_candidates(candidates, rule, selector)
     if chunk <= 0:
         raise GencondError(f"chunk must be positive, got {chunk}")
     chosen = class_list(generator, classes)
-    if candidates > 1:
+    if candidates > 1 or d3hr is not None:
         runs = ([(int(c), 0, inpc * candidates)] for c in chosen)
     else:
         runs = set_chunks(chosen, inpc, chunk)
     for pieces in runs:
         labels = torch.cat([torch.full((stop - start,), c, dtype=torch.long) for c, start, stop in pieces])
-        latents = torch.cat([class_latents(generator, c, start, stop, seed) for c, start, stop in pieces])
-        images = generate_in_batches(generator, labels, latents, batch_size)
+        if d3hr is not None:
+            images = d3hr.class_images(generator, pieces[0][0], inpc, seed, batch_size)
+        else:
+            latents = torch.cat([class_latents(generator, c, start, stop, seed) for c, start, stop in pieces])
+            images = generate_in_batches(generator, labels, latents, batch_size)
         if candidates > 1:
             keep = select_candidates(images, labels, inpc, rule, selector, seed, batch_size)
             images, labels = images[keep], labels[keep]
@@ -134,21 +143,24 @@ def stream_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classe
 
 def sample_set(generator: ConditionalGenerator, inpc: int, seed: int = 0, classes: Sequence[int] | None = None,
                batch_size: int = 500, candidates: int = 1, rule: str = "herding",
-               selector: Selector | None = None, teacher: Teacher | None = None) -> CondensedSet:
+               selector: Selector | None = None, teacher: Teacher | None = None,
+               d3hr: D3HR | None = None) -> CondensedSet:
     """Exactly ``inpc`` images of each class, grouped by class: the images at positions
     0..inpc-1 of every class's set (a codebook generator's first codes; noise for DiM),
     the same whatever the batch size, device or other classes asked for.
 
     With ``candidates`` M > 1, positions 0..M*inpc-1 are drawn and ``rule`` keeps
     ``inpc`` of them per class in ``selector``'s embedding (:mod:`gencond.engine.candidates`);
-    the set's config records M, the rule and the selector's description.
+    the set's config records M, the rule and the selector's description. With ``d3hr`` the
+    latents of each class are D3HR's chosen group (:mod:`gencond.engine.d3hr`), which depends
+    on INPC: such a set is not a prefix of a larger one.
 
     With a ``teacher``, the set also stores the teacher's logits of every kept image as
     ``soft_labels``, and its config the teacher's description. A generator made with
     ``generator.truncated(psi)`` draws truncated latents; the set's config records psi."""
     runs = list(stream_set(generator, inpc, seed, classes, batch_size, candidates, rule, selector, teacher,
-                           chunk=2**62))
+                           chunk=2**62, d3hr=d3hr))
     images, labels = torch.cat([r[0] for r in runs]), torch.cat([r[1] for r in runs])
     soft_labels = torch.cat([r[2] for r in runs]) if teacher is not None else None
     return CondensedSet(images, labels, generator.info, soft_labels, method=f"{generator.architecture} sample",
-                        config=set_config(generator, inpc, seed, candidates, rule, selector, teacher))
+                        config=set_config(generator, inpc, seed, candidates, rule, selector, teacher, d3hr))

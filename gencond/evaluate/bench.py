@@ -11,7 +11,10 @@ A set specification may carry serving options after ``?`` (``&``-separated): a g
 ``candidates=M`` and ``rule=R`` (its fixed set kept by candidate selection from M x INPC
 draws, in the embedding of a selection network trained ``selector_epochs`` on the real
 training split), ``truncation=PSI`` (latents truncated at PSI), a diffusion generator's
-``sampler=ddim|dpm``, ``steps=N`` and ``guidance=W`` (instead of those saved with it), and for every set
+``sampler=ddim|dpm``, ``steps=N``, ``guidance=W`` and ``precision=P`` (the UNet's autocast
+while sampling; instead of those saved with it) and
+``latents=d3hr`` with ``strength=S`` (fixed sets from D3HR's chosen latents, fitted to DDIM
+inversions of the real training split: :mod:`gencond.engine.d3hr`), and for every set
 ``labels=soft`` (trained on a teacher's logits: a condensed file's stored ones, otherwise
 those of a ``teacher_arch`` trained ``teacher_epochs`` on the real training split; a column
 of its own, never ranked with hard labels).
@@ -42,6 +45,7 @@ from tqdm import tqdm
 from gencond.data import DataConfig, DatasetSplits, random_subset
 from gencond.engine.candidates import CANDIDATE_RULES
 from gencond.engine.candidates import Selector as SelectionNetwork
+from gencond.engine.d3hr import D3HR, D3HR_STRENGTH, fit_latent_gaussians
 from gencond.engine.networks import (
     AUGMENTATIONS,
     Evaluated,
@@ -78,7 +82,7 @@ from gencond.evaluate.scores import augmentation_robust_score, label_robust_scor
 from gencond.files import atomic_path
 from gencond.models import ConditionalGenerator, check_architecture, load_generator
 from gencond.models.diffusion import SAMPLERS
-from gencond.runtime import forked_map
+from gencond.runtime import PRECISIONS, forked_map
 
 FILE_KINDS = ("condensed", "generator")
 SET_LABELS = ("hard", "soft")
@@ -92,8 +96,8 @@ class BenchConfig(DataConfig):
     sets: list[str] = field(default_factory=lambda: [RANDOM], metadata={
         "help": "training sets: random, a selection rule (herding, kcenter, ...), NAME=condensed:FILE, "
                 "NAME=generator:FOLDER, each optionally with ?OPTION=VALUE&... (generators: candidates, rule, "
-                "truncation; diffusion generators: sampler, steps, guidance; every set: labels=soft); random real "
-                "images are always included"})
+                "truncation; diffusion generators: sampler, steps, guidance, precision, latents=d3hr, strength; "
+                "every set: labels=soft); random real images are always included"})
     inpc: list[int] = field(default_factory=lambda: [1, 10], metadata={
         "help": "images per class of real subsets and generators (condensed files have their own)"})
     arch: list[str] = field(default_factory=lambda: [REFERENCE_ARCH], metadata={"help": "evaluation architectures"})
@@ -183,13 +187,17 @@ class SetSpec:
     sampler: str = ""
     steps: int = 0
     guidance: float = -1.0
+    precision: str = ""
+    latents: str = "noise"
+    strength: float = D3HR_STRENGTH
 
     @property
     def options(self) -> dict[str, str]:
         """The options that differ from the defaults, as written in the entry."""
         given = {"candidates": self.candidates, "rule": self.rule if self.candidates > 1 else "herding",
                  "truncation": self.truncation, "labels": self.labels, "sampler": self.sampler, "steps": self.steps,
-                 "guidance": self.guidance}
+                 "guidance": self.guidance, "precision": self.precision, "latents": self.latents,
+                 "strength": self.strength}
         return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in given.items() if v != SET_DEFAULTS[k]}
 
     @property
@@ -198,9 +206,10 @@ class SetSpec:
         return base + ("?" + "&".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
 
 
-# sampler, steps and guidance (a diffusion generator's): "", 0 and -1 keep the ones saved with it
+# sampler, steps, guidance and precision (a diffusion generator's): "", 0, -1 and "" keep the ones saved with it
 SET_DEFAULTS = {"candidates": 1, "rule": "herding", "truncation": 0.0, "labels": "hard", "sampler": "", "steps": 0,
-                "guidance": -1.0}
+                "guidance": -1.0, "precision": "", "latents": "noise", "strength": D3HR_STRENGTH}
+LATENT_SOURCES = ("noise", "d3hr")
 SET_OPTIONS = {"selection": ("labels",), "condensed": ("labels",), "generator": tuple(SET_DEFAULTS)}
 
 
@@ -239,9 +248,15 @@ def set_options(entry: str, kind: str, query: str) -> dict:
         raise GencondError(f"training set {entry!r}: candidates must be >= 1, rule one of "
                            f"{', '.join(CANDIDATE_RULES)} and truncation >= 0")
     if options.get("sampler", "") not in ("", *SAMPLERS) or options.get("steps", 1) < 1 \
-            or not options.get("guidance", 0.0) >= 0:
-        raise GencondError(f"training set {entry!r}: sampler must be one of {', '.join(SAMPLERS)}, steps >= 1 and "
-                           "guidance >= 0")
+            or not options.get("guidance", 0.0) >= 0 or options.get("precision", "") not in ("", *PRECISIONS):
+        raise GencondError(f"training set {entry!r}: sampler must be one of {', '.join(SAMPLERS)}, steps >= 1, "
+                           f"guidance >= 0 and precision one of {', '.join(PRECISIONS)}")
+    if options.get("latents", "noise") not in LATENT_SOURCES or not 0 < options.get("strength", 1.0) <= 1:
+        raise GencondError(f"training set {entry!r}: latents must be one of {', '.join(LATENT_SOURCES)} and "
+                           "strength in (0, 1]")
+    if options.get("latents") == "d3hr" and candidates > 1 or "strength" in options and options.get("latents") != "d3hr":
+        raise GencondError(f"training set {entry!r}: latents=d3hr and candidates both choose the fixed set (use one); "
+                           "strength is an option of latents=d3hr")
     if options.get("labels", "hard") not in SET_LABELS:
         raise GencondError(f"training set {entry!r}: labels must be hard or soft, got {options['labels']!r}")
     return options
@@ -385,15 +400,23 @@ def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: d
             raise GencondError(f"training set {spec.name!r}: no generator folder {spec.source}")
         size = folder_bytes(spec.source)
         sampling = {"sampler": spec.sampler or None, "steps": spec.steps or None,
-                    "guidance_scale": spec.guidance if spec.guidance >= 0 else None}
+                    "guidance_scale": spec.guidance if spec.guidance >= 0 else None,
+                    "mixed_precision": spec.precision or None}
         return [(ts, size) for ts in generator_sets(splits, spec.source, cfg.inpc, cfg.protocol, device, spec.truncation,
                                                     spec.candidates, spec.rule, lambda: networks.selector, sampling,
-                                                    cfg.pool_factor)]
+                                                    cfg.pool_factor, d3hr_of(spec, splits))]
     if spec.source not in (RANDOM, FULL) and spec.source not in selectors:
         raise GencondError(f"training set {spec.source!r}: unknown selection rule")
     pixel_bytes = info.num_classes * info.channels * info.image_size ** 2  # 8-bit pixels, per image per class
     return [(ts, None if ts.ipc is None else ts.ipc * pixel_bytes)
             for ts in selection_sets(splits, spec.source, cfg.inpc, selectors.get(spec.source))]
+
+
+def d3hr_of(spec: SetSpec, splits: DatasetSplits) -> Callable[[ConditionalGenerator], D3HR] | None:
+    """A generator set's D3HR latents (``latents=d3hr``), fitted to the real training split."""
+    if spec.latents != "d3hr":
+        return None
+    return lambda generator: D3HR(fit_latent_gaussians(generator, splits.train, spec.strength))
 
 
 def bench_rows(cfg: BenchConfig, splits: DatasetSplits, selectors: dict[str, Selector],

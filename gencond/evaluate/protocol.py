@@ -10,6 +10,7 @@ ranking."""
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from gencond.artifacts import CondensedSet, check_compatible
 from gencond.config import config_to_dict
 from gencond.data import DataConfig, DatasetSplits, ImageSet, check_ipc, random_subset
 from gencond.engine.candidates import Selector as SelectionNetwork
+from gencond.engine.d3hr import D3HR
 from gencond.engine.networks import (
     Evaluated,
     IndexedData,
@@ -227,7 +229,8 @@ class PoolSamples:
 def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], protocols: list[str],
                    device: torch.device, truncation: float = 0.0, candidates: int = 1, rule: str = "herding",
                    selector: Callable[[], SelectionNetwork] | None = None,
-                   sampling: dict | None = None, pool_factor: int = 10) -> list[TrainingSet]:
+                   sampling: dict | None = None, pool_factor: int = 10,
+                   d3hr: Callable[[ConditionalGenerator], D3HR] | None = None) -> list[TrainingSet]:
     """A generator under each protocol asked for. ``fixed``: the seed draws one set of INPC x C
     images, a true condensed set comparable with pixel methods at equal IPC. ``fresh``:
     DiM's deployment, the same number of images per epoch but new ones every step. With
@@ -236,7 +239,8 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     (called when a set is made), and there is no fresh row: selection serves fixed sets.
     ``sampling``: a diffusion generator's ``with_sampler`` settings. ``pool``: every epoch
     draws INPC images per class from a pool of ``pool_factor`` x INPC drawn once per seed
-    (:class:`PoolSamples`)."""
+    (:class:`PoolSamples`). ``d3hr(generator)``: the D3HR choice of the fixed sets' latents
+    (made once, when a set is first made; fixed sets only, as with candidates)."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise GencondError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
@@ -245,13 +249,16 @@ def generator_sets(splits: DatasetSplits, checkpoint: str, inpcs: list[int], pro
     generator = load_generator(checkpoint, device).truncated(truncation).with_sampler(**(sampling or {}))
     check_compatible(generator.info, splits.info, checkpoint)
     served = (f", truncation {truncation:g}" if truncation else "") + (f", {rule} of {candidates}x" if candidates > 1 else "")
+    chosen = functools.cache(lambda: d3hr(generator)) if d3hr else lambda: None
+    served += ", D3HR latents" if d3hr else ""
     rows = []
-    for protocol in protocols if candidates == 1 else ["fixed"]:
+    for protocol in protocols if candidates == 1 and d3hr is None else ["fixed"]:
         for inpc in inpcs:
             label = protocol
             if protocol == "fixed":
                 make = lambda seed, n=inpc: IndexedData.from_condensed(sample_set(
-                    generator, n, seed, candidates=candidates, rule=rule, selector=selector() if selector else None))
+                    generator, n, seed, candidates=candidates, rule=rule, selector=selector() if selector else None,
+                    d3hr=chosen()))
             elif protocol == "pool":
                 make, label = lambda seed, n=inpc: PoolSamples(generator, n, pool_factor, seed), f"pool x{pool_factor}"
             else:

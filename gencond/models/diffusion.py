@@ -26,6 +26,7 @@ from diffusers.configuration_utils import register_to_config
 
 from gencond.errors import GencondError
 from gencond.models.generators import ConditionalGenerator, gaussian_latents, register_generator
+from gencond.runtime import autocast, check_precision, resolve_precision
 
 SAMPLERS = ("ddim", "dpm")
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
@@ -105,6 +106,7 @@ class DiffusionGenerator(ConditionalGenerator):
         self.latent_dim = channels * image_size * image_size
         self.null_class = num_classes
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, float(guidance_scale)
+        self.mixed_precision = "no"  # the UNet's autocast while sampling: a serving setting, never saved
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The UNet's prediction (noise or velocity, by ``prediction_type``) for noisy images
@@ -137,46 +139,86 @@ class DiffusionGenerator(ConditionalGenerator):
         return scheduler
 
     def with_sampler(self, sampler: str | None = None, steps: int | None = None,
-                     guidance_scale: float | None = None) -> DiffusionGenerator:
-        """This model serving with another sampler, number of steps or guidance scale,
-        sharing its weights (as :meth:`truncated` does); None keeps the current one."""
-        if sampler is None and steps is None and guidance_scale is None:
+                     guidance_scale: float | None = None, mixed_precision: str | None = None) -> DiffusionGenerator:
+        """This model serving with another sampler, number of steps, guidance scale or UNet
+        precision while sampling (``no``, ``bf16``, ``fp16``, ``auto``), sharing its weights
+        (as :meth:`truncated` does); None keeps the current one."""
+        if sampler is None and steps is None and guidance_scale is None and mixed_precision is None:
             return self
         served = copy.copy(self)
         served.sampler = self.sampler if sampler is None else sampler
         served.sampling_steps = self.sampling_steps if steps is None else int(steps)
         served.guidance_scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        served.mixed_precision = self.mixed_precision if mixed_precision is None else mixed_precision
         check_sampling(served.sampler, served.sampling_steps, served.guidance_scale)
+        check_precision("sampling precision", served.mixed_precision)
         return served
 
     def sampling_description(self) -> dict:
-        return {"sampler": self.sampler, "steps": self.sampling_steps, "guidance_scale": self.guidance_scale}
+        """The sampler settings; the precision only where it is not fp32 (``no``)."""
+        described = {"sampler": self.sampler, "steps": self.sampling_steps, "guidance_scale": self.guidance_scale}
+        return described | ({"mixed_precision": self.mixed_precision} if self.mixed_precision != "no" else {})
 
     def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
         """Initial noise, (count, C, H, W); truncated at ``truncation`` when that is positive."""
         noise = gaussian_latents(count, self.latent_dim, generator, self.truncation)
         return noise.view(count, self.channels, self.image_size, self.image_size)
 
+    def inverted_steps(self, strength: float) -> int:
+        """How many of the sampler's steps a start at ``strength`` leaves to run: the last
+        ``strength`` fraction of them (1: all, from pure noise), at least one."""
+        if not 0.0 < strength <= 1.0:
+            raise GencondError(f"strength must be in (0, 1], got {strength}")
+        return max(1, round(strength * self.sampling_steps))
+
+    def guided_output(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The model's prediction for ``x`` at ``t``, guided ``uncond + w * (cond - uncond)``
+        (one pass when w = 1)."""
+        w, t = self.guidance_scale, t.to(self.device)
+        with autocast(resolve_precision(self.mixed_precision, self.device), self.device):
+            if w == 1.0:
+                return self(x, t, labels).float()
+            both = torch.cat([labels, torch.full_like(labels, self.null_class)])
+            cond, uncond = self(torch.cat([x, x]), t, both).float().chunk(2)
+        return uncond + w * (cond - uncond)
+
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """Images in the dataset's normalized space, sampled from ``latents`` (the initial
         noise) by the serving sampler, with classifier-free guidance unless the scale is 1."""
+        return self.generate_from(labels, latents)
+
+    @torch.no_grad()
+    def generate_from(self, labels: torch.Tensor, latents: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """:meth:`generate` from ``latents`` taken to be noisy images at the timestep where
+        the last ``strength`` fraction of the sampler's steps begins, as :meth:`invert` at
+        the same ``strength`` leaves them (1: pure noise, all steps)."""
         self.eval()
-        scheduler, w = self.sampling_scheduler(), self.guidance_scale
-        x = latents.to(self.device, torch.float32) * scheduler.init_noise_sigma
+        scheduler = self.sampling_scheduler()
+        steps = self.inverted_steps(strength)
+        if steps < self.sampling_steps and self.sampler != "ddim":
+            raise GencondError(f"starting part-way (strength {strength:g}) needs the ddim sampler, not {self.sampler}")
+        x = latents.to(self.device, torch.float32) * (scheduler.init_noise_sigma if strength == 1.0 else 1.0)
         labels = labels.to(self.device)
-        guided = w != 1.0
-        if guided:
-            labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
-        for t in scheduler.timesteps:
-            model_input = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
-            out = self(model_input, t.to(self.device), labels).float()
-            if guided:
-                cond, uncond = out.chunk(2)
-                out = uncond + w * (cond - uncond)
-            x = scheduler.step(out, t, x).prev_sample
+        for t in scheduler.timesteps[len(scheduler.timesteps) - steps:]:
+            x = scheduler.step(self.guided_output(scheduler.scale_model_input(x, t), t, labels), t, x).prev_sample
         return self.info.from_generator_range(x.clamp(-1, 1))
 
+    @torch.no_grad()
+    def invert(self, images: torch.Tensor, labels: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """Deterministic DDIM inversion (eta 0, the serving steps and guidance) of images in
+        the dataset's normalized space: the noisy images from which :meth:`generate_from` at
+        the same ``strength`` runs back to (approximately) ``images``."""
+        from diffusers import DDIMInverseScheduler
+
+        self.eval()
+        inverse = DDIMInverseScheduler(**self.schedule_config(), clip_sample=False)
+        inverse.set_timesteps(self.sampling_steps)
+        x = self.info.to_generator_range(images.to(self.device, torch.float32))
+        labels = labels.to(self.device)
+        for t in inverse.timesteps[:self.inverted_steps(strength)]:
+            x = inverse.step(self.guided_output(x, t, labels), t, x).prev_sample
+        return x
 
 def predicted_original(scheduler, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor,
                        prediction_type: str) -> torch.Tensor:
