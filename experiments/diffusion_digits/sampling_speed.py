@@ -38,19 +38,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--inpc", type=int, default=10, help="images per class per timed draw of the diffusion model")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", nargs="+", default=["no"], help="the UNet's precision while sampling")
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "dpm"])
+    parser.add_argument("--others", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time DiM and the codebook generator")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
     diffusion = load_generator(ROOT / "checkpoints" / "diffusion_digits")
-    for sampler in ("ddim", "dpm"):
+    for sampler in args.samplers:
         for steps in args.steps:
             for guidance in (diffusion.guidance_scale, 1.0):
-                served = diffusion.with_sampler(sampler, steps, guidance)
-                rate, median = images_per_second(served, args.inpc, args.repeats)
-                rows.append({"generator": "diffusion_digits", **served.sampling_description(), "inpc": args.inpc,
-                             "images_per_s": rate, "median_s": median})
-                print(rows[-1], flush=True)
-    for name in ("dim_digits", "codebook_digits"):
+                for precision in args.precision:
+                    served = diffusion.with_sampler(sampler, steps, guidance, precision)
+                    rate, median = images_per_second(served, args.inpc, args.repeats)
+                    rows.append({"generator": "diffusion_digits", **served.sampling_description(), "inpc": args.inpc,
+                                 "images_per_s": rate, "median_s": median})
+                    print(rows[-1], flush=True)
+    for name in ("dim_digits", "codebook_digits") if args.others else ():
         rate, median = images_per_second(load_generator(ROOT / "checkpoints" / name), 100, args.repeats)
         rows.append({"generator": name, "inpc": 100, "images_per_s": rate, "median_s": median})
         print(rows[-1], flush=True)
