@@ -191,7 +191,6 @@ def test_sample_command_takes_the_sampler_settings(trained, tmp_path, capsys):
 def test_sample_and_bench_serve_d3hr_latents(trained, tmp_path, capsys):
     from gencond.artifacts import CondensedSet
     from gencond.data import DataConfig
-    from gencond.engine.d3hr import D3HR, fit_latent_gaussians
     from gencond.evaluate.bench import d3hr_of, parse_set
     from gencond.evaluate.protocol import generator_sets
 
@@ -203,12 +202,13 @@ def test_sample_and_bench_serve_d3hr_latents(trained, tmp_path, capsys):
     stored, splits = CondensedSet.load(out), DataConfig(dataset="digits").load_splits()
     assert stored.labels.tolist() == [0, 0, 3, 3]
     assert stored.config["latents"]["inverted_images"] == int(((splits.train.labels == 0) | (splits.train.labels == 3)).sum())
+    fit, made = d3hr_of(parse_set("d=generator:x?latents=d3hr&strength=0.5"), splits), []
     (row,) = generator_sets(splits, str(folder), [1], ["fixed", "fresh"], torch.device("cpu"),
-                            d3hr=d3hr_of(parse_set("d=generator:x?latents=d3hr&strength=0.5"), splits))
-    assert row.name == "generator (fixed, D3HR latents)"
-    gen = load_generator(folder)
-    want = sample_set(gen, 1, 0, d3hr=D3HR(fit_latent_gaussians(gen, splits.train, 0.5)))
-    torch.testing.assert_close(row.make(0).fetch(torch.arange(10))[0], want.images, atol=1e-5, rtol=0)
+                            d3hr=lambda g: made.append(fit(g)) or made[-1])
+    assert row.name == "generator (fixed, D3HR latents)"  # fixed sets only
+    images = row.make(0).fetch(torch.arange(10))[0]
+    assert len(made) == 1 and made[0].gaussians.images == len(splits.train) and made[0].gaussians.strength == 0.5
+    torch.testing.assert_close(images, sample_set(load_generator(folder), 1, 0, d3hr=made[0]).images, atol=1e-5, rtol=0)
     code = main(["sample", "--inpc", "1", "--latents", "d3hr", "--out", str(tmp_path / "png")])  # DiM
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["gencond sample: error: D3HR latents need a diffusion generator, not dim_generator"], err
