@@ -141,6 +141,43 @@ def test_bad_training_settings_are_one_line_with_exit_status_2(capsys, tmp_path)
     assert code == 2 and err == ["gencond train: error: p_uncond must be in [0, 1), got 1.5"], err
 
 
+def test_minimax_embeddings_are_the_images_or_a_frozen_networks_features():
+    from gencond.data import DatasetInfo
+    from gencond.methods.diffusion import minimax_embeddings
+    from gencond.models import create_network
+
+    info = DatasetInfo("toy", 1, 32, tuple("abc"), (0.3,), (0.4,))
+    clean, predicted = torch.rand(4, 1, 32, 32) * 2 - 1, (torch.rand(4, 1, 32, 32) * 2 - 1).requires_grad_()
+    real, fake = minimax_embeddings(None, info, clean, predicted)
+    assert torch.equal(real, clean.flatten(1)) and torch.equal(fake, predicted.flatten(1))
+    net = create_network("convnet3", 3, 1, 32).eval().requires_grad_(False)
+    real, fake = minimax_embeddings(net, info, clean, predicted)
+    torch.testing.assert_close(real, net.forward_features(((clean + 1) / 2 - 0.3) / 0.4))
+    torch.testing.assert_close(fake, net.forward_features(((predicted + 1) / 2 - 0.3) / 0.4))
+    assert real.shape == (4, net.num_features) and not real.requires_grad and fake.requires_grad
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("embedding", "pixels", "embedding must be one of output, features, got 'pixels'"),
+    ("embed_epochs", 0, "embed_epochs must be >= 1, got 0"),
+])
+def test_bad_embedding_settings_are_one_line(field, value, message):
+    with pytest.raises(GencondError, match=message):
+        replace(TINY, **{"embedding": "features", field: value}).check()
+
+
+@pytest.mark.slow
+def test_feature_embedding_trains_and_resumes_bitwise(tmp_path):
+    cfg = replace(TINY, embedding="features", embed_epochs=1)
+    straight = train_diffusion(replace(cfg, output_dir=str(tmp_path / "straight")))
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert all({"pos", "neg"} <= r.keys() for r in log)
+    train_diffusion(replace(cfg, output_dir=str(tmp_path / "resumed"), epochs=1))
+    resumed = train_diffusion(replace(cfg, output_dir=str(tmp_path / "resumed")), resume=True)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("diffusion")

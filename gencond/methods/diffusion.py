@@ -11,6 +11,11 @@ output implies, from epoch ``condense_from_epoch`` on; the official code condens
 fine-tuning a pretrained DiT for a few epochs, so training plain and then condensing is
 the default split here (``condense_from_epoch`` = half the epochs in the configs).
 
+The criteria compare embeddings: by default the predicted clean image itself, as the official
+code compares the model's output (``embedding: output``); with ``embedding: features``, the
+pooled features of a network (``embed_net``) trained ``embed_epochs`` on the real training
+split before the first step and frozen, through which the terms' gradients reach the UNet.
+
 The memories hold the global batch's rows (every process adds what all processes drew),
 so every process keeps the same memories and the main process's saved copy resumes any
 of them. The official code keeps one memory per process; here, with one process, the
@@ -25,9 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gencond.engine.networks import real_data_network
 from gencond.errors import GencondError
 from gencond.losses.minimax import MinimaxMemory, minimax_losses
 from gencond.methods._registry import register_method
+from gencond.models import check_architecture
 from gencond.models.diffusion import (
     DiffusionGenerator,
     check_sampling,
@@ -76,6 +83,11 @@ class DiffusionConfig(GeneratorConfig):
     lambda_pos: float = field(default=0.002, metadata={"help": "representativeness weight (official default)"})
     lambda_neg: float = field(default=0.008, metadata={"help": "diversity weight (official default)"})
     memory_size: int = field(default=64, metadata={"help": "rows per class in each memory (official default)"})
+    embedding: str = field(default="output", metadata={
+        "help": "what the criteria compare: output (the predicted clean image, as the official code) or features "
+                "(a frozen network trained on the real images)"})
+    embed_net: str = field(default="convnet3", metadata={"help": "embedding: features - its network"})
+    embed_epochs: int = field(default=5, metadata={"help": "embedding: features - its epochs on the real images"})
 
     def check(self) -> None:
         super().check()
@@ -88,6 +100,27 @@ class DiffusionConfig(GeneratorConfig):
             raise GencondError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.memory_size <= 0 or self.lambda_pos < 0 or self.lambda_neg < 0 or self.condense_from_epoch < 0:
             raise GencondError("memory_size must be positive; lambda_pos, lambda_neg and condense_from_epoch >= 0")
+        if self.embedding not in EMBEDDINGS:
+            raise GencondError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if self.embedding == "features":
+            check_architecture(self.embed_net)
+            if self.embed_epochs < 1:
+                raise GencondError(f"embed_epochs must be >= 1, got {self.embed_epochs}")
+
+
+EMBEDDINGS = ("output", "features")
+
+
+def minimax_embeddings(embedder: torch.nn.Module | None, info, clean: torch.Tensor,
+                       predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the criteria compare, (real, generated), for clean and predicted images in
+    [-1, 1]: the flattened images, or the ``embedder``'s pooled features of them in the
+    dataset's normalized space (the generated ones keep their gradient)."""
+    if embedder is None:
+        return clean.flatten(1), predicted.flatten(1)
+    with torch.no_grad():
+        real = embedder.forward_features(info.from_generator_range(clean))
+    return real, embedder.forward_features(info.from_generator_range(predicted))
 
 
 @dataclass
@@ -113,12 +146,28 @@ class DiffusionTrainer(GeneratorTrainer):
             prediction_type=cfg.prediction_type, sampler=cfg.sampler, sampling_steps=cfg.sampling_steps,
             guidance_scale=cfg.guidance_scale, dataset=info.to_dict())
         self.scheduler = gen.training_scheduler()
-        self.memory = None
+        self.memory = self.embedder = None
         if cfg.condense:
-            self.memory = MinimaxMemory(info.num_classes, cfg.memory_size, gen.latent_dim, self.accelerator.device)
+            if cfg.embedding == "features":
+                self.embedder = self.frozen_embedder()
+            dim = self.embedder.num_features if self.embedder is not None else gen.latent_dim
+            self.memory = MinimaxMemory(info.num_classes, cfg.memory_size, dim, self.accelerator.device)
             self.accelerator.register_for_checkpointing(self.memory)
         opt = torch.optim.AdamW(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         return {"gen": gen, "opt": opt}
+
+    def frozen_embedder(self) -> torch.nn.Module:
+        """``embed_net`` trained on the real training split from the run's seed, the main
+        process's weights on every process, frozen; saved with the run so a resume uses the same."""
+        from accelerate.utils import broadcast
+
+        cfg = self.cfg
+        net = real_data_network(self.train, cfg.embed_net, cfg.embed_epochs, self.device, cfg.seed)
+        with torch.no_grad():
+            for tensor in net.state_dict().values():
+                tensor.copy_(broadcast(tensor.clone(), from_process=0))
+        self.accelerator.register_for_checkpointing(net)
+        return net.requires_grad_(False)
 
     def header(self) -> str:
         cfg = self.cfg
@@ -150,11 +199,12 @@ class DiffusionTrainer(GeneratorTrainer):
         loss = F.mse_loss(output, target)
         losses = {"mse": loss.detach()}
         if ctx.condense:
-            predicted = predicted_original(self.scheduler, noisy, output, steps, cfg.prediction_type).flatten(1)
-            pos, neg = minimax_losses(predicted, labels, self.memory, cfg.lambda_pos, cfg.lambda_neg)
+            predicted = predicted_original(self.scheduler, noisy, output, steps, cfg.prediction_type)
+            real, fake = minimax_embeddings(self.embedder, self.info, clean, predicted)
+            pos, neg = minimax_losses(fake, labels, self.memory, cfg.lambda_pos, cfg.lambda_neg)
             loss = loss + pos + neg
             losses.update(pos=pos.detach(), neg=neg.detach())
-            self.memory.update(acc.gather(clean.flatten(1)), acc.gather(predicted.detach()), acc.gather(labels))
+            self.memory.update(acc.gather(real), acc.gather(fake.detach()), acc.gather(labels))
         self.opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         self.opt.step()
