@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gencond.artifacts import check_compatible
 from gencond.cli import command
+from gencond.data import DatasetSplits
 from gencond.engine import CANDIDATE_RULES, ReferenceNetwork, resolve_device
 from gencond.engine.candidates import check_candidates
 from gencond.engine.d3hr import D3HR, D3HR_GROUPS, D3HR_STRENGTH, check_invertible, fit_latent_gaussians
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def training_splits(generator: ConditionalGenerator, role: str, data_root: str | None, device: str, seed: int,
-                    epochs: int = 0) -> tuple[SelectionConfig, object]:
+                    epochs: int = 0) -> tuple[SelectionConfig, DatasetSplits]:
     """The config and splits of the dataset the generator was trained on (read from its
     training config), for what ``role`` needs of its real training images."""
     training = generator.training_record

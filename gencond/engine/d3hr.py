@@ -140,10 +140,6 @@ class D3HR:
     groups: int = D3HR_GROUPS
     skew_weight: float = 0.1
 
-    def __post_init__(self):
-        if self.groups <= 0:
-            raise GencondError(f"D3HR candidate groups must be positive, got {self.groups}")
-
     @property
     def description(self) -> dict:
         return {"rule": "d3hr", "groups": self.groups, "skew_weight": self.skew_weight,
