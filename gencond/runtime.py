@@ -17,6 +17,7 @@ import ctypes.util
 import multiprocessing
 import os
 import platform
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,6 +29,7 @@ import torch
 from gencond.errors import GencondError
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_PR_SET_PDEATHSIG = 1
 _KEEP_BYTES = 1 << 30
 _configured = False
 
@@ -146,8 +148,43 @@ def slow_precision_warning(precision: str, device: torch.device, setting: str = 
             f"far slower than fp32; use {setting}: no or auto on this machine")
 
 
+def cuda_settings(device: torch.device, tf32: bool) -> None:
+    """TF32 for fp32 matrix products and convolutions on CUDA (a 10-bit mantissa on the
+    tensor cores, several times fp32's rate on Ampere and later; bf16 autocast regions are
+    unaffected). Process-wide torch flags, set only for a CUDA device: on a CPU nothing changes."""
+    if device.type != "cuda":
+        return
+    precision = "tf32" if tf32 else "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+
+
+def optimizer_options(device: torch.device, fused: bool) -> dict:
+    """Keyword arguments for torch's Adam, AdamW and SGD: ``fused`` (one kernel updates
+    every parameter) on CUDA where asked; elsewhere the default (foreach) implementation,
+    so CPU runs stay bitwise what they were."""
+    return {"fused": True} if fused and device.type == "cuda" else {}
+
+
 def _run_task(index: int) -> tuple[int, Any]:
     return index, _task(index)
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """A forked worker: its share of the threads, and (Linux) a SIGKILL when its parent dies,
+    so a parent killed with -9 leaves no workers behind holding its files and locks."""
+    torch.set_num_threads(threads)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG,
+                                                                                             signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
 
 
 def forked_map(task: Callable[[int], Any], count: int, workers: int) -> Iterator[tuple[int, Any]]:
@@ -166,8 +203,8 @@ def forked_map(task: Callable[[int], Any], count: int, workers: int) -> Iterator
             yield index, task(index)
         return
     _task = task
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=torch.set_num_threads, initargs=(max(1, torch.get_num_threads() // workers),))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker,
+                               initargs=(max(1, torch.get_num_threads() // workers), os.getpid()))
     try:
         for future in as_completed([pool.submit(_run_task, index) for index in range(count)]):
             yield future.result()

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from experiments._common import FlopCounter
+from gencond.training.profiling import FlopCounter
 
 
 def test_counts_products_and_convolutions_forward_and_backward():
@@ -21,9 +21,9 @@ def test_counts_products_and_convolutions_forward_and_backward():
 
 
 def test_step_config_cuts_every_phase_to_one_epoch_of_the_asked_steps():
-    from experiments._common import step_config
     from gencond.methods.codebook import CodebookConfig
     from gencond.methods.dim import DiMConfig
+    from gencond.training.profiling import step_config
 
     dim = DiMConfig(gan_epochs=40, match_epochs=10, mixed_precision="bf16")
     assert dim.phase_epochs() == {1: 40, 2: 10}

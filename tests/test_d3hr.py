@@ -88,7 +88,7 @@ def test_class_gaussians_are_the_inverted_images_statistics():
     assert not fitted.std[1].any() and fitted.images == 8
     assert fitted.sampling == {"sampler": "ddim", "steps": 10, "guidance_scale": 2.0}
     with pytest.raises(GencondError, match="class 1 has 1 training image"):
-        fit_latent_gaussians(gen, TensorImageSet(INFO, train.pixels[:4], torch.tensor([0, 1, 2, 0])), 0.6)
+        fit_latent_gaussians(gen, TensorImageSet(INFO, train.array[:4], torch.tensor([0, 1, 2, 0])), 0.6)
 
 
 def test_d3hr_sets_are_reproducible_chosen_per_inpc_and_recorded():

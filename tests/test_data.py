@@ -20,7 +20,7 @@ def test_digits_is_the_embedded_default(digits):
 
 def test_digits_split_is_deterministic_and_normalized(digits):
     again = load_dataset("digits")
-    assert torch.equal(again.train.pixels, digits.train.pixels)
+    assert torch.equal(again.train.array, digits.train.array)
     assert torch.equal(again.test.labels, digits.test.labels)
     x = digits.train.images(torch.arange(len(digits.train)))
     assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-2
@@ -61,7 +61,7 @@ def test_npz_folder_and_train_file(tmp_path):
         splits = load_dataset(spec)
         assert splits.info.class_names == ("a", "b", "c", "d") and splits.info.channels == 3
         assert (len(splits.train), len(splits.test)) == (20, 8)
-        assert torch.equal(splits.train.pixels[3], torch.as_tensor(arrays["x"][3]).permute(2, 0, 1))
+        assert torch.equal(splits.train.array[3], torch.as_tensor(arrays["x"][3]).permute(2, 0, 1))
         mean = arrays["x"].reshape(-1, 3).mean(0) / 255
         np.testing.assert_allclose(splits.info.mean, mean, rtol=1e-5)
 
@@ -142,7 +142,8 @@ def test_aligned_sampling_matches_labels_position_by_position(digits):
 
 @pytest.mark.parametrize("paths", [["/data/train/n01/a.JPEG", "/data/train/n02/b.JPEG", "/data/train/n01/é.png"],
                                    ["./a/x.png", "./a/y.png"], ["/x.png", "/y.png"], ["one.png"], [],
-                                   ["/data/latin1-\udce9.png"]])  # a file name that is not UTF-8
+                                   ["/data/latin1-\udce9.png"],  # a file name that is not UTF-8
+                                   ["/d/ab.png", "/d/ab.png.png", "/d/abab.png", "/e/ab"]])  # overlapping start and end
 def test_a_path_table_gives_back_every_path_exactly(paths):
     table = PathTable(paths)
     assert list(table) == paths and len(table) == len(paths)
@@ -158,7 +159,9 @@ def test_a_path_table_holds_imagenet_style_paths_in_a_fraction_of_a_list_of_stri
     paths = [f"/datasets/imagenet/train/n{c:08d}/n{c:08d}_{i}.JPEG" for c in range(100) for i in range(50)]
     as_list = sys.getsizeof(paths) + sum(sys.getsizeof(p) for p in paths)
     table = PathTable(paths)
-    assert table.root == "/datasets/imagenet/train/" and table.nbytes < as_list / 3
+    assert table.heads == [f"/datasets/imagenet/train/n{c:08d}/n{c:08d}_" for c in range(100)]
+    assert set(table.tails) == {".JPEG"} and table.bytes.nbytes == 100 * (10 * 1 + 40 * 2)  # "0" ... "49"
+    assert table.offsets.dtype == np.int32 and table.nbytes < as_list / 5
 
 
 def test_synthetic_imagenet_reads_in_its_layout_and_skips_unreadable_files(tmp_path, capsys):
@@ -214,19 +217,21 @@ def test_a_stand_in_for_an_unreadable_file_comes_from_the_same_view(tmp_path, ca
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_imagenet_data_script_runs_at_a_tiny_size(tmp_path):
+def test_data_pipeline_study_runs_at_a_tiny_size(tmp_path):
     import json
     import subprocess
 
     from conftest import driver, driver_env
 
     out = tmp_path / "r.json"
-    result = subprocess.run([*driver("experiments.imagenet_cost.bench_imagenet_data"), "--root", str(tmp_path / "data"), "--classes", "3",
-                             "--train-per-class", "2", "--size", "24", "--image-size", "8", "--batch", "4",
-                             "--batches", "2", "--per-class", "2", "--threads", "1", "2", "--json", str(out)],
-                            capture_output=True, text=True, timeout=120, check=False, env=driver_env())
+    result = subprocess.run([*driver("experiments.data_pipeline.bench_data_pipeline"), "--root", str(tmp_path / "data"),
+                             "--work", str(tmp_path / "work"), "--classes", "3", "--train-per-class", "8", "--size",
+                             "24", "--image-size", "8", "--batch", "4", "--large-batch", "8", "--batches", "2",
+                             "--per-class", "2", "--repeats", "1", "--chunk", "2", "--kill-after", "1", "--index-files", "3000",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300, check=False,
+                            env=driver_env())
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert report["index"]["files"] == 6 and [r["threads"] for r in report["throughput"]] == [1, 2]
-    assert all(r["random_images_per_s"] > 0 and r["class_balanced_images_per_s"] > 0 for r in report["throughput"])
-    assert "DataLoader, 2 worker process(es)" in report["loaders"] and all(v > 0 for v in report["loaders"].values())
+    assert report["index"]["files"] == 3000 and report["kill_and_resume"]["bitwise_identical"]
+    assert len(report["readers"]) == 9 and all(r["images_per_s"] > 0 for r in report["readers"])
+    assert report["prepare"]["images"] == 3 * 9

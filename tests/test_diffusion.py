@@ -249,6 +249,9 @@ def test_sample_and_bench_serve_d3hr_latents(trained, tmp_path, capsys):
     code = main(["sample", "--inpc", "1", "--latents", "d3hr", "--out", str(tmp_path / "png")])  # DiM
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["gencond sample: error: D3HR latents need a diffusion generator, not dim_generator"], err
+    code = main(["sample", "--inpc", "1", "--strength", "0.5", "--out", str(tmp_path / "png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["gencond sample: error: --strength and --groups are D3HR's: add --latents d3hr"], err
 
 
 def test_bench_set_entries_take_the_sampler_settings():

@@ -27,7 +27,7 @@ import dataclasses
 
 import torch
 
-from experiments._common import add_set_argument, cpu_rates, measure_steps, step_config
+from experiments._common import add_set_argument, cpu_rates
 from gencond.cli import guarded
 from gencond.config import (
     OneLineParser,
@@ -40,6 +40,7 @@ from gencond.evaluate.protocol import format_rows
 from gencond.evaluate.report import BenchmarkReport
 from gencond.methods.codebook import CodebookConfig, CodebookTrainer
 from gencond.methods.dim import DiMConfig, DiMTrainer
+from gencond.training.profiling import measure_steps, step_config
 
 METHODS = {"dim": (DiMConfig, DiMTrainer), "codebook": (CodebookConfig, CodebookTrainer)}
 IMAGENET_TRAIN_IMAGES = 1_281_167

@@ -52,13 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments._common import (
-    FlopCounter,
-    add_set_argument,
-    cpu_rates,
-    measure_steps,
-    step_config,
-)
+from experiments._common import add_set_argument, cpu_rates
 from gencond.cli import guarded
 from gencond.config import OneLineParser, config_with_sets
 from gencond.errors import GencondError
@@ -68,6 +62,7 @@ from gencond.methods.dim import DiMConfig, DiMTrainer
 from gencond.methods.dm import DMConfig, dm_iteration, real_forward_precision
 from gencond.methods.pixel import ImageTrainer
 from gencond.runtime import keep_freed_memory
+from gencond.training.profiling import FlopCounter, measure_steps, step_config
 
 RESULT_PREFIX = "SPEED_RESULT "
 SIDES = ("official", "gencond")

@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 from gencond.cli import (  # noqa: E402,F401  (registration)
     bench_cmd,
     condense_cmd,
+    doctor_cmd,
     eval_cmd,
     list_cmd,
+    prepare_cmd,
     sample_cmd,
     sweep_cmd,
     train_cmd,

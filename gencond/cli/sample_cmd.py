@@ -53,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latents", choices=("noise", "d3hr"), default="noise",
                         help="diffusion generators: d3hr = D3HR's chosen latents, fitted to DDIM inversions of the real "
                              "training split (the set then depends on INPC)")
-    parser.add_argument("--strength", type=float, default=D3HR_STRENGTH,
-                        help="D3HR: the fraction of the sampler's steps inverted and denoised again")
-    parser.add_argument("--groups", type=int, default=D3HR_GROUPS, help="D3HR: candidate groups searched per class")
+    parser.add_argument("--strength", type=float, help="D3HR: the fraction of the sampler's steps inverted and "
+                                                       f"denoised again (default {D3HR_STRENGTH})")
+    parser.add_argument("--groups", type=int, help=f"D3HR: candidate groups searched per class (default {D3HR_GROUPS:,})")
     parser.add_argument("--candidates", type=int, default=1, metavar="M",
                         help="draw M x INPC images per class and keep INPC of them by --rule (1 = no selection)")
     parser.add_argument("--rule", default="herding", help=f"candidate selection rule: {', '.join(CANDIDATE_RULES)}")
@@ -132,6 +132,10 @@ def run(args: argparse.Namespace) -> None:
     check_candidates(args.candidates, args.rule, None, need_selector=False)
     if args.latents == "d3hr" and args.candidates > 1:
         raise GencondError("--latents d3hr and --candidates both choose the fixed set: use one of them")
+    if args.latents != "d3hr" and (args.strength is not None or args.groups is not None):
+        raise GencondError("--strength and --groups are D3HR's: add --latents d3hr")
+    args.strength = D3HR_STRENGTH if args.strength is None else args.strength
+    args.groups = D3HR_GROUPS if args.groups is None else args.groups
     for name, value, least in (("selector epochs", args.selector_epochs, 0), ("teacher epochs", args.teacher_epochs, 0),
                                ("batch size", args.batch_size, 1), ("shard size", args.shard_size, 1),
                                ("groups", args.groups, 1)):

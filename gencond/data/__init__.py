@@ -1,7 +1,8 @@
-"""Datasets: named torchvision datasets, ImageFolder roots, npz array files and the bundled
-digits (the embedded default), each with its shape, classes and normalization."""
+"""Datasets: named torchvision datasets, ImageFolder roots, npz array files, prepared folders
+(``gencond prepare``) and the bundled digits (the embedded default), each with its shape,
+classes and normalization."""
 
-from gencond.data import sources  # noqa: F401  (registers the datasets)
+from gencond.data import prepared, sources  # noqa: F401  (registers the datasets)
 from gencond.data.base import (
     DatasetInfo,
     DatasetSplits,
@@ -10,6 +11,7 @@ from gencond.data.base import (
     TensorImageSet,
 )
 from gencond.data.config import DataConfig
+from gencond.data.prepared import PreparedImageSet, prepare
 from gencond.data.registry import (
     DEFAULT_DATASET,
     list_datasets,
@@ -26,10 +28,12 @@ __all__ = [
     "DatasetSplits",
     "ImageSet",
     "LazyImageSet",
+    "PreparedImageSet",
     "TensorImageSet",
     "check_ipc",
     "list_datasets",
     "load_dataset",
+    "prepare",
     "random_subset",
     "register_dataset",
 ]

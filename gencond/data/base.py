@@ -68,8 +68,10 @@ class DatasetInfo:
 class ImageSet:
     """A labelled image collection addressed by index.
 
-    ``labels`` holds every label (cheap to keep even for ImageNet); ``images(indices)``
-    returns the selected images as a normalized float tensor (N, C, H, W).
+    ``labels`` holds every label (cheap to keep even for ImageNet); ``pixels(indices)``
+    returns the selected images as uint8 (N, C, H, W), what a DataLoader worker hands
+    over (a quarter of float's bytes), and ``images(indices)`` the same images as a
+    normalized float tensor. A subclass implements :meth:`pixels_within`.
     """
 
     info: DatasetInfo
@@ -78,14 +80,20 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def images(self, indices: torch.Tensor) -> torch.Tensor:
+    def pixels_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+        """``pixels(indices)`` read for a view holding only ``members`` (None: the whole set):
+        a set that may stand one image in for another (:class:`LazyImageSet`) takes the
+        stand-in from these, so a training view never borrows a held-out image."""
         raise NotImplementedError
 
-    def images_within(self, indices: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """``images(indices)`` read for a view holding only ``members``: a set that may
-        stand one image in for another (:class:`LazyImageSet`) takes the stand-in from
-        these, so a training view never borrows a held-out image."""
-        return self.images(indices)
+    def pixels(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.pixels_within(indices, None)
+
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.info.normalize(self.pixels(indices).float().div_(255))
+
+    def images_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+        return self.info.normalize(self.pixels_within(indices, members).float().div_(255))
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images(indices), self.labels[indices]
@@ -100,10 +108,10 @@ class TensorImageSet(ImageSet):
     def __init__(self, info: DatasetInfo, pixels: torch.Tensor, labels: torch.Tensor):
         if pixels.dtype != torch.uint8 or pixels.dim() != 4:
             raise ValueError("pixels must be a uint8 tensor of shape (N, C, H, W)")
-        self.info, self.pixels, self.labels = info, pixels, labels.long()
+        self.info, self.array, self.labels = info, pixels, labels.long()
 
-    def images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.info.normalize(self.pixels[indices].float().div_(255))
+    def pixels_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+        return self.array[indices]
 
 
 class UnreadableImage(GencondError):
@@ -111,20 +119,32 @@ class UnreadableImage(GencondError):
 
 
 class PathTable(Sequence[str]):
-    """File paths held as one byte buffer and offsets after their common folder: the path
-    after that folder + 8 bytes a file, against ~105 bytes for a short Python string in a
-    list (1.28 M ImageNet-style paths: 44 MiB instead of 135 MiB per process). Two numpy
-    arrays also keep forked DataLoader workers from copying the index page by page, as
-    reference counting does to a list of strings they share."""
+    """File paths held as a few numpy arrays. Files are grouped by folder; a folder keeps, once,
+    its path with the start its file names share and the end they share (ImageNet's
+    ``n01440764/`` + ``n01440764_`` and ``.JPEG``), and each file its folder's number (int32)
+    and the rest of its name, in one byte buffer with offsets (int32 while they fit). 1.28 M
+    ImageNet paths take about 13 bytes a file (about 17 MB), against about 105 bytes for each
+    short Python string in a list (135 MiB). Arrays also keep forked DataLoader workers from
+    copying the index page by page, as reference counting does to a list of strings they share."""
 
     def __init__(self, paths: Sequence[str]):
-        paths = list(paths)
-        cut = os.path.commonprefix(paths).rfind(os.sep) + 1  # the prefix up to its last separator
-        self.root = paths[0][:cut] if paths else ""
-        encoded = [os.fsencode(path[cut:]) for path in paths]  # names that are not UTF-8 survive
-        self.bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
+        members: dict[str, list[int]] = {}
+        for i, path in enumerate(paths):
+            members.setdefault(path[:path.rfind(os.sep) + 1], []).append(i)  # a bare name's folder is ""
+        self.folder_ids = np.empty(len(paths), dtype=np.int32)
+        self.heads, self.tails, middles = [], [], [b""] * len(paths)
+        for number, (folder, indices) in enumerate(members.items()):
+            names = [paths[i][len(folder):] for i in indices]
+            start = os.path.commonprefix(names)
+            end = os.path.commonprefix([name[len(start):][::-1] for name in names])[::-1]
+            self.heads.append(folder + start)
+            self.tails.append(end)
+            self.folder_ids[indices] = number
+            for i, name in zip(indices, names):
+                middles[i] = os.fsencode(name[len(start):len(name) - len(end)])  # names that are not UTF-8 survive
+        self.bytes = np.frombuffer(b"".join(middles), dtype=np.uint8)
+        self.offsets = np.zeros(len(middles) + 1, dtype=np.int32 if len(self.bytes) < 2**31 else np.int64)
+        np.cumsum([len(middle) for middle in middles], out=self.offsets[1:])
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -133,11 +153,15 @@ class PathTable(Sequence[str]):
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         index %= len(self)
-        return self.root + os.fsdecode(self.bytes[self.offsets[index]:self.offsets[index + 1]].tobytes())
+        folder = self.folder_ids[index]
+        middle = os.fsdecode(self.bytes[self.offsets[index]:self.offsets[index + 1]].tobytes())
+        return self.heads[folder] + middle + self.tails[folder]
 
     @property
     def nbytes(self) -> int:
-        return self.bytes.nbytes + self.offsets.nbytes + len(self.root)
+        """The arrays' bytes and the folders' strings' (as Python holds them)."""
+        strings = sum(sys.getsizeof(text) for text in self.heads + self.tails)
+        return self.bytes.nbytes + self.offsets.nbytes + self.folder_ids.nbytes + strings
 
 
 class LazyImageSet(ImageSet):
@@ -155,13 +179,15 @@ class LazyImageSet(ImageSet):
         self.unreadable: set[str] = set()
         self._lock = threading.Lock()
 
-    def images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.images_within(indices, None)
-
-    def images_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+    def pixels_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+        if self.workers <= 1:
+            return torch.stack([self._read(i, members) for i in indices.tolist()])
         with ThreadPoolExecutor(self.workers) as pool:
-            pixels = torch.stack(list(pool.map(lambda i: self._read(i, members), indices.tolist())))
-        return self.info.normalize(pixels.float().div_(255))
+            return torch.stack(list(pool.map(lambda i: self._read(i, members), indices.tolist())))
+
+    def load_file(self, index: int) -> torch.Tensor:
+        """The image of file ``index`` (uint8 C, H, W), or :class:`UnreadableImage`: no stand-in."""
+        return self._load(self.paths[index])
 
     def _read(self, index: int, members: torch.Tensor | None) -> torch.Tensor:
         label, same_class = self.labels[index], None
@@ -196,11 +222,9 @@ class SubsetImageSet(ImageSet):
         self.base, self.indices = base, indices.long()
         self.info, self.labels = base.info, base.labels[self.indices]
 
-    def images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.base.images_within(self.indices[indices], self.indices)
-
-    def images_within(self, indices: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        return self.base.images_within(self.indices[indices], self.indices[members])
+    def pixels_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+        within = self.indices if members is None else self.indices[members]
+        return self.base.pixels_within(self.indices[indices], within)
 
 
 @dataclass

@@ -398,8 +398,9 @@ class CodebookTrainer(GeneratorTrainer):
         disc = FeatureDiscriminator(self.phi.net.num_features, gen.class_features.shape[1], info.num_classes)
         rest = [p for name, p in gen.named_parameters() if name != "codebook"]
         opt_g = torch.optim.SGD([{"params": [gen.codebook], "lr": cfg.lr_codebook},
-                                 {"params": rest, "lr": cfg.lr_generator}], momentum=cfg.momentum)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
+                                 {"params": rest, "lr": cfg.lr_generator}], momentum=cfg.momentum,
+                                **self.optimizer_options)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999), **self.optimizer_options)
         return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
 
     def selected_images(self) -> torch.Tensor:
@@ -623,8 +624,8 @@ class CodebookPretrainTrainer(DiMTrainer):
         gen.codebook.requires_grad_(False)
         disc = DiMDiscriminator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.leaky_slope)
         opt_g = torch.optim.Adam([p for p in gen.parameters() if p.requires_grad], lr=cfg.lr,
-                                 betas=(cfg.beta1, cfg.beta2))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+                                 betas=(cfg.beta1, cfg.beta2), **self.optimizer_options)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **self.optimizer_options)
         return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
 
     def header(self) -> str:

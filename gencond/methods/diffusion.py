@@ -136,6 +136,7 @@ class DiffusionTrainer(GeneratorTrainer):
     """Denoising score matching (+ the minimax criteria) as hooks of the shared trainer."""
 
     method = "diffusion"
+    reads_real_batches = True
 
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
@@ -153,7 +154,7 @@ class DiffusionTrainer(GeneratorTrainer):
             dim = self.embedder.num_features if self.embedder is not None else gen.latent_dim
             self.memory = MinimaxMemory(info.num_classes, cfg.memory_size, dim, self.accelerator.device)
             self.accelerator.register_for_checkpointing(self.memory)
-        opt = torch.optim.AdamW(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **self.optimizer_options)
         return {"gen": gen, "opt": opt}
 
     def frozen_embedder(self) -> torch.nn.Module:
@@ -184,11 +185,10 @@ class DiffusionTrainer(GeneratorTrainer):
     def describe(self, ctx: EpochContext) -> dict:
         return {"minimax": ctx.condense} if self.cfg.condense else {}
 
-    def train_step(self, ctx: EpochContext, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, ctx: EpochContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, acc, gen = self.cfg, self.accelerator, self.raw_gen
-        real, labels = self.train.batch(idx)
-        clean = self.info.to_generator_range(real).to(self.device)
-        labels, n = labels.to(self.device), len(labels)
+        real, labels = batch
+        clean, n = self.info.to_generator_range(real), len(labels)
         noise = self.global_draw(lambda m: torch.randn(m, *clean.shape[1:], generator=ctx.shared), n).to(self.device)
         steps = self.global_draw(lambda m: torch.randint(cfg.num_train_timesteps, (m,), generator=ctx.shared), n)
         drop = self.global_draw(lambda m: torch.rand(m, generator=ctx.shared), n) < cfg.p_uncond

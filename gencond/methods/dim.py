@@ -179,14 +179,15 @@ class DiMTrainer(GeneratorTrainer):
     """Algorithm 1 of DiM as hooks of the shared generator trainer."""
 
     method = "dim"
+    reads_real_batches = True
 
     def build(self) -> dict:
         cfg, info = self.cfg, self.info
         gen = DiMGenerator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.noise_dim, cfg.conditioning,
                            info.to_dict())
         disc = DiMDiscriminator(info.num_classes, info.channels, info.image_size, cfg.width, cfg.leaky_slope)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **self.optimizer_options)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **self.optimizer_options)
         return {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
 
     def header(self) -> str:
@@ -211,9 +212,9 @@ class DiMTrainer(GeneratorTrainer):
     def describe(self, ctx: EpochContext) -> dict:
         return {"phase": ctx.phase, **({"pool_network": ctx.pool.name} if ctx.pool else {})}
 
-    def train_step(self, ctx: EpochContext, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        real_norm, real_labels = self.train.batch(idx)
-        real, real_labels = self.info.to_generator_range(real_norm).to(self.device), real_labels.to(self.device)
+    def train_step(self, ctx: EpochContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        real_norm, real_labels = batch
+        real = self.info.to_generator_range(real_norm)
         losses = self.generator_step(ctx, real_labels)
         losses.update(self.discriminator_step(ctx, real, real_labels))
         return losses

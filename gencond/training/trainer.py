@@ -43,13 +43,16 @@ from torch import nn
 
 from gencond.config import check_reused
 from gencond.data import DataConfig
+from gencond.data.loader import read_batches
 from gencond.engine.parallel import convert_global_batchnorm
 from gencond.errors import GencondError
 from gencond.files import fsync_tree, output_lock, write_json
 from gencond.models.generators import WEIGHTS, read_generator_config
 from gencond.runtime import (
     check_precision,
+    cuda_settings,
     keep_freed_memory,
+    optimizer_options,
     resolve_precision,
     slow_precision_warning,
 )
@@ -122,6 +125,16 @@ class GeneratorConfig(DataConfig):
     collective_timeout_s: int = field(default=600, metadata={"help": "data parallel runs: seconds a process waits "
                                                                      "for the others in a collective before the "
                                                                      "run ends with one line (a dead or hung rank)"})
+    tf32: bool = field(default=True, metadata={"help": "CUDA: TF32 for fp32 matrix products and convolutions "
+                                                       "(no effect on a CPU)"})
+    fused_optimizer: bool = field(default=True, metadata={"help": "CUDA: fused Adam/AdamW/SGD kernels (a CPU keeps "
+                                                                  "the default implementation)"})
+    channels_last: bool = field(default=False, metadata={"help": "NHWC weights for the modules that train (faster "
+                                                                 "convolutions on GPU tensor cores)"})
+    loader_workers: int = field(default=0, metadata={"help": "DataLoader worker processes reading an epoch's real "
+                                                             "batches ahead of the steps (DiM, diffusion; 0 = read "
+                                                             "in the training process)"})
+    prefetch_batches: int = field(default=2, metadata={"help": "batches each loader worker reads ahead"})
     sync_batchnorm: bool = field(default=False, metadata={"help": "data parallel runs: batch-norm statistics over "
                                                                   "the global batch (every process's share), so N "
                                                                   "processes at batch B/N take the steps of one at "
@@ -155,6 +168,8 @@ class GeneratorConfig(DataConfig):
             raise GencondError("rollback_lr_factor must be in (0, 1) and max_rollbacks >= 0")
         if self.collective_timeout_s <= 0:
             raise GencondError("collective_timeout_s must be positive")
+        if self.loader_workers < 0 or self.prefetch_batches <= 0:
+            raise GencondError("loader_workers must be >= 0 and prefetch_batches positive")
         if self.compile != "no" and self.compile not in compile_backends():
             raise GencondError(f"compile must be no or a torch.compile backend ({', '.join(compile_backends())}), "
                                f"got {self.compile!r}")
@@ -253,6 +268,10 @@ class GeneratorTrainer:
     """The shared loop; see the module docstring for the hooks a method fills in."""
 
     method = "generator"
+    # A method whose epoch items are index batches of the training split (epoch_batches) sets
+    # this: its steps then get (normalized images, labels) on the device, read ahead by
+    # ``loader_workers`` processes, and the epoch's log records the time steps waited for them.
+    reads_real_batches = False
 
     def __init__(self, cfg: GeneratorConfig):
         from accelerate import Accelerator
@@ -275,8 +294,14 @@ class GeneratorTrainer:
         splits = cfg.load_splits()  # the test split is never read below
         self.train, self.validation, self.info = splits.train, splits.validation, splits.info
         self.device = self.accelerator.device
+        cuda_settings(self.device, cfg.tf32)
+        self.optimizer_options = optimizer_options(self.device, cfg.fused_optimizer)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         parts = self.build()
+        if cfg.channels_last:
+            for module in parts.values():
+                if isinstance(module, nn.Module):
+                    module.to(memory_format=torch.channels_last)
         if cfg.sync_batchnorm and self.world > 1:
             parts = {name: convert_global_batchnorm(obj) if isinstance(obj, nn.Module) else obj
                      for name, obj in parts.items()}
@@ -435,8 +460,12 @@ class GeneratorTrainer:
         desc = f"epoch {epoch + 1}/{self.cfg.epochs}" + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})"
                                                         if extra else "")
         bar = tqdm(items, desc=desc, disable=not self.accelerator.is_local_main_process, leave=False, initial=done)
+        reader, waited = self.read_items(items, done), 0.0
         for step in range(done, len(items)):
-            losses = {k: float(v) for k, v in self.train_step(ctx, items[step]).items()}
+            before = time.perf_counter()
+            item = next(reader)
+            waited += time.perf_counter() - before
+            losses = {k: float(v) for k, v in self.train_step(ctx, item).items()}
             self.check_finite(epoch, step, losses)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + v
@@ -451,10 +480,21 @@ class GeneratorTrainer:
         progress.mid_epoch(0, {}, {})
         end = time.perf_counter()
         resumed = {"resumed_at_step": done} if done else {}
+        if self.reads_real_batches:  # the seconds steps waited for their real batches, in all and per step
+            resumed.update(data_wait_s=round(waited, 3), data_wait_s_per_step=round(waited / max(1, len(items) - done), 5))
         return {"epoch": epoch + 1, **extra, "steps": len(items), **resumed, "seconds": round(end - start, 2),
                 "seconds_per_step": round((end - start) / max(1, len(items) - done), 4),
                 "seconds_after_first_step": round(end - first_step_done, 3), "rank": self.rank,
                 **{k: round(v / len(items), 5) for k, v in totals.items()}}
+
+    def read_items(self, items, start: int):
+        """The epoch's items from ``start`` on; index batches read as (images, labels) on the
+        device where the method :attr:`reads_real_batches`."""
+        if not self.reads_real_batches:
+            return iter(items[start:])
+        cfg, info = self.cfg, self.info
+        batches = read_batches(self.train, items, start, self.device, cfg.loader_workers, cfg.prefetch_batches)
+        return ((info.normalize(pixels.float().div_(255)), labels) for pixels, labels in batches)
 
     def check_finite(self, epoch: int, step: int, losses: dict[str, float]) -> None:
         """Raise :class:`NonFiniteLoss` on every process when any process's loss is NaN or Inf."""
