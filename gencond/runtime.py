@@ -154,12 +154,17 @@ def cuda_settings(device: torch.device, tf32: bool) -> None:
     unaffected). Process-wide torch flags, set only for a CUDA device: on a CPU nothing changes."""
     if device.type != "cuda":
         return
-    precision = "tf32" if tf32 else "ieee"
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    # torch's long-standing calls: on torch >= 2.9, setting the per-backend fp32_precision instead
+    # makes torch.get_float32_matmul_precision() (which Inductor and others call) raise
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a GPU runs asynchronously), so a timer read after
+    this counts it; nothing elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def optimizer_options(device: torch.device, fused: bool) -> dict:

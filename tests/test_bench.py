@@ -122,6 +122,28 @@ def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file,
     assert len(calls) == 1
 
 
+def test_a_grid_scored_on_the_validation_split_never_reads_the_test_split(tmp_path, random_set_file, monkeypatch):
+    import dataclasses
+
+    from gencond.data.base import SubsetImageSet
+
+    cfg = tiny_config(tmp_path, random_set_file, arch=["convnet3"], augment=["none"], full_data=False,
+                      sets=["random"], validation_per_class=5, score_on="validation")
+    scored, original = [], bench.evaluate_cell
+    monkeypatch.setattr(bench, "evaluate_cell", lambda splits, *a, **k: scored.append(splits) or original(splits, *a, **k))
+    report = bench.run_bench(cfg, log=lambda _: None)
+    assert scored and all(isinstance(s.test, SubsetImageSet) and len(s.test) == 50 for s in scored)
+    assert [r["training_set"] for r in report["results"]] == ["random"]
+    # its cells are not the cells of the same grid scored on the test split
+    key = json.loads(next(iter(CellCache(tmp_path / "bench" / "cells.jsonl").records)))
+    carved = cfg.load_splits()
+    assert bench.protocol_fingerprint(dataclasses.replace(carved, test=carved.validation), cfg.train) == key["recipe"]
+    assert bench.protocol_fingerprint(carved, cfg.train) != key["recipe"]
+    cfg.validation_per_class = 0
+    with pytest.raises(GencondError, match="score_on must be test, or validation with validation_per_class > 0"):
+        cfg.check()
+
+
 def test_best_over_training_is_an_extra_column_and_retrains_only_cells_without_it(tmp_path, random_set_file,
                                                                                     monkeypatch):
     cfg = tiny_config(tmp_path, random_set_file, arch=["convnet3"], augment=["none"], full_data=False, sets=["random"])

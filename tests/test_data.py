@@ -233,5 +233,5 @@ def test_data_pipeline_study_runs_at_a_tiny_size(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["index"]["files"] == 3000 and report["kill_and_resume"]["bitwise_identical"]
-    assert len(report["readers"]) == 9 and all(r["images_per_s"] > 0 for r in report["readers"])
+    assert len(report["readers"]) == 11 and all(r["images_per_s"] > 0 for r in report["readers"])
     assert report["prepare"]["images"] == 3 * 9

@@ -52,6 +52,15 @@ def test_a_prepared_folder_holds_the_readable_images_of_its_source(jpegs, tmp_pa
         prepare("imagenet", tmp_path / "p", 24, jpegs, progress=False)
 
 
+def test_evaluation_reads_a_prepared_folder(jpegs, tmp_path, capsys):
+    prepare("imagenet", tmp_path / "p", 16, jpegs, progress=False)
+    code = main(["eval", "--dataset", f"prepared:{tmp_path / 'p'}", "--select", "random", "--ipc", "2", "--epochs", "1",
+                 "--seeds", "1", "--arch", "convnet3", "--json", str(tmp_path / "eval.json")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["dataset"]["name"] == f"prepared:{tmp_path / 'p'}"
+
+
 class Killed(BaseException):
     """Stands for a kill -9 between two chunks."""
 
@@ -130,6 +139,16 @@ def test_a_hugging_face_dataset_is_prepared_with_its_classes_and_statistics(tmp_
     assert ready.info.std[0] == pytest.approx(scaled.std().item(), abs=1e-9)
 
 
+def test_a_parquet_dataset_with_test_and_validation_files_takes_the_test_split(tmp_path):
+    write_hf(tmp_path / "hf", grey=True, parquet=True)
+    (tmp_path / "hf" / "data" / "validation-00000-of-00001.parquet").rename(tmp_path / "hf" / "data" / "test-00000.parquet")
+    write_hf(tmp_path / "other", grey=True, parquet=True)
+    (tmp_path / "other" / "data" / "validation-00000-of-00001.parquet").rename(
+        tmp_path / "hf" / "data" / "validation-00000-of-00001.parquet")
+    prepare(f"hf:{tmp_path / 'hf'}", tmp_path / "p", progress=False)
+    assert len(load_dataset(f"prepared:{tmp_path / 'p'}").test) == 4  # not 8: validation files are left out
+
+
 def test_hugging_face_images_of_another_shape_are_resized_and_bad_layouts_refused(tmp_path, capsys):
     write_hf(tmp_path / "hf", grey=False, parquet=False, size=(20, 14))
     with pytest.raises(GencondError, match="not square: pass --image-size"):
@@ -144,6 +163,10 @@ def test_hugging_face_images_of_another_shape_are_resized_and_bad_layouts_refuse
     code = main(["train", "dim", "--dataset", f"prepared:{tmp_path / 'nothing'}", "--output-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no prepared dataset here" in err[0], err
+    code = main(["train", "dim", "--dataset", f"prepared:{tmp_path / 'p'}", "--image-size", "32", "--output-dir",
+                 str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds 10x10 images, not image_size 32" in err[0], err
 
 
 def test_loader_workers_read_the_batches_in_order_from_where_an_epoch_resumes(jpegs):
@@ -161,18 +184,20 @@ def test_loader_workers_read_the_batches_in_order_from_where_an_epoch_resumes(jp
 def test_cuda_settings_leave_a_cpu_alone_and_set_tf32_for_a_gpu():
     assert optimizer_options(torch.device("cpu"), True) == {} and optimizer_options(torch.device("cuda"), False) == {}
     assert optimizer_options(torch.device("cuda"), True) == {"fused": True}
-    matmul = torch.backends.cuda.matmul.fp32_precision
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     try:
+        torch.set_float32_matmul_precision("highest")
         cuda_settings(torch.device("cpu"), tf32=True)
-        assert torch.backends.cuda.matmul.fp32_precision == matmul
+        assert torch.get_float32_matmul_precision() == "highest"
         cuda_settings(torch.device("cuda"), tf32=True)
-        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # the newer API reads the same
         cuda_settings(torch.device("cuda"), tf32=False)
+        assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cudnn.allow_tf32
         assert torch.backends.cuda.matmul.fp32_precision == "ieee"
     finally:
-        torch.backends.cuda.matmul.fp32_precision = matmul
-        torch.backends.cudnn.conv.fp32_precision = matmul
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
 
 
 @pytest.mark.slow

@@ -41,12 +41,14 @@ from gencond.runtime import keep_freed_memory
 CPU = torch.device("cpu")
 
 
-def rate(images, batches: list[torch.Tensor], workers: int) -> float:
-    """images/s of normalized batches, the whole pass timed."""
+def rate(images, batches: list[torch.Tensor], workers: int, normalize: bool = True) -> float:
+    """images/s of normalized batches (or, without ``normalize``, of the uint8 batches a GPU
+    host hands over: ``ImageSet.images_on`` normalizes on the device), the whole pass timed."""
     start = time.perf_counter()
     count = 0
     for pixels, labels in read_batches(images, batches, 0, CPU, workers):
-        images.info.normalize(pixels.float().div_(255))
+        if normalize:
+            images.info.normalize(pixels.float().div_(255))
         count += len(labels)
     return round(count / (time.perf_counter() - start), 1)
 
@@ -74,13 +76,16 @@ def readers(root: Path, prepared: Path, args) -> list[dict]:
          balanced),
         (f"prepared uint8 arrays, in the training process, {classes} classes x {args.per_class}", ready, 1, 0,
          balanced),
+        ("prepared uint8 arrays, in the training process, uint8 only (normalized on a GPU)", ready, 1, 0, batches),
+        (f"prepared uint8 arrays, in the training process, {classes} classes x {args.per_class}, uint8 only", ready,
+         1, 0, balanced),
     ]
     passes = [[] for _ in readers]
     for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every reader alike
         for found, (name, images, threads, workers, chosen) in zip(passes, readers):
             if isinstance(images, LazyImageSet):
                 images.workers = threads
-            found.append(rate(images, chosen, workers))
+            found.append(rate(images, chosen, workers, normalize="uint8 only" not in name))
     rows = []
     for found, (name, images, threads, workers, chosen) in zip(passes, readers):
         rows.append({"reader": name, "decoding_threads": threads if isinstance(images, LazyImageSet) else None,

@@ -56,6 +56,8 @@ def read_batches(images: ImageSet, batches: Sequence[torch.Tensor], start: int, 
     context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     loader = DataLoader(dataset, batch_size=None, sampler=order, num_workers=workers, prefetch_factor=prefetch,
                         pin_memory=device.type == "cuda", worker_init_fn=_one_decoding_thread,
-                        multiprocessing_context=context)
+                        multiprocessing_context=context, generator=torch.Generator().manual_seed(0))
+    # (its own generator: the workers' seeds would otherwise be drawn from the global stream, one
+    # draw more in a resumed run than in an uninterrupted one)
     for pixels, labels in loader:
         yield pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)

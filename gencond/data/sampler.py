@@ -58,9 +58,11 @@ class ClassSampler:
         offsets = (torch.rand(len(labels), generator=self.generator) * self.counts[labels]).long()
         return self.by_class[self.starts[labels] + offsets]
 
-    def sample_aligned(self, labels: torch.Tensor) -> torch.Tensor:
-        """Real images whose labels equal ``labels`` position by position."""
-        return self.source.images(self.indices_aligned(labels))
+    def sample_aligned(self, labels: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """Real images whose labels equal ``labels`` position by position (on ``device``,
+        normalized there, when given)."""
+        indices = self.indices_aligned(labels)
+        return self.source.images(indices) if device is None else self.source.images_on(indices, device)
 
     def sample_class(self, c: int, n: int) -> torch.Tensor:
         """``n`` real images of class ``c``."""

@@ -269,8 +269,7 @@ class RealBatchTrainer:
         self.net.train().requires_grad_(True)
         for _ in range(n):
             idx = torch.randint(len(self.images), (cfg.batch_size,), generator=self.generator)
-            x, y = self.images.batch(idx)
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = self.images.images_on(idx, self.device), self.images.labels[idx].to(self.device)
             x = self.augment(x)
             with self.autocast():
                 loss = classification_loss(self.net, x, y, cfg.cutmix_prob, cfg.cutmix_beta, self.generator)

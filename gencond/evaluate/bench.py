@@ -107,6 +107,9 @@ class BenchConfig(DataConfig):
         "help": "generator protocols: fixed, fresh, pool"})
     pool_factor: int = field(default=10, metadata={"help": "the pool protocol's pool, in multiples of INPC"})
     seeds: int = field(default=3, metadata={"help": "evaluation seeds per cell (from seed on): network, order, subset"})
+    score_on: str = field(default="test", metadata={"help": "test, or validation: score every cell on the split "
+                                                         "carved by validation_per_class (for choosing settings; "
+                                                         "the test split is then not read)"})
     full_data: bool = field(default=True, metadata={"help": "also train on the whole training split (HLR)"})
     output_dir: str = field(default="runs/bench", metadata={"help": "results.json, table.md, plots, cells.jsonl"})
     full_data_epochs: int = field(default=0, metadata={
@@ -140,6 +143,10 @@ class BenchConfig(DataConfig):
             raise GencondError(f"workers must be >= 1, got {self.workers}")
         if self.best_every < 0:
             raise GencondError(f"best_every must be >= 0, got {self.best_every}")
+        if self.score_on not in ("test", "validation") or (self.score_on == "validation"
+                                                            and self.validation_per_class <= 0):
+            raise GencondError(f"score_on must be test, or validation with validation_per_class > 0; got "
+                               f"{self.score_on!r} with validation_per_class {self.validation_per_class}")
         if self.full_data_epochs < 0:
             raise GencondError(f"full_data_epochs must be >= 0, got {self.full_data_epochs}")
         if self.seeds <= 0 or not self.inpc or any(n <= 0 for n in self.inpc):
@@ -313,6 +320,8 @@ def protocol_fingerprint(splits: DatasetSplits, train: TrainConfig) -> str:
     a cache never serves a cell trained under other settings."""
     recipe = {k: v for k, v in dataclasses.asdict(train).items() if k != "augment"}
     about = {"data": splits.info.to_dict(), "train": len(splits.train), "test": len(splits.test), "recipe": recipe}
+    if splits.validation is not None and splits.test is splits.validation:
+        about["scored_on"] = "validation"
     return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -726,6 +735,8 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
         raise GencondError(f"workers > 1 trains cells in forked CPU processes; on {device.type} use workers: 1")
     report = BenchmarkReport("bench", dataclasses.asdict(cfg), device)
     splits = cfg.load_splits()
+    if cfg.score_on == "validation":  # every cell scored on the carved split; the test split is not read
+        splits = dataclasses.replace(splits, test=splits.validation)
     cfg.ranking.check(splits)
     networks = ReferenceNetworks(cfg, splits, device)
     rows = bench_rows(cfg, splits, selectors or {}, device, networks)
@@ -734,7 +745,7 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
     results = run_cells(cfg, splits, rows, device, log, networks)
     extra = extra_columns(cfg, rows, results)
     table = format_table(results, extra, markdown=True)
-    log("\nfinal test accuracy (%), mean ± std over seeds (seconds of training per network); IOR and HLR in "
+    log(f"\nfinal {cfg.score_on} accuracy (%), mean ± std over seeds (seconds of training per network); IOR and HLR in "
         "points, LRS and ARS in %\n")
     log(format_table(results, extra))
     with atomic_path(out / "table.md") as tmp:

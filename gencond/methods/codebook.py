@@ -480,7 +480,7 @@ class CodebookTrainer(GeneratorTrainer):
         both go through one siamese DSA draw per class, then through phi (no gradient to phi)."""
         cfg, device, n = self.cfg, self.device, len(classes)
         k, a = len(slots), cfg.association_size
-        real = ctx.sampler.sample_aligned(classes.repeat_interleave(a)).to(device)
+        real = ctx.sampler.sample_aligned(classes.repeat_interleave(a), device)
         classes = classes.to(device)
         fake = self.info.from_generator_range(self.generate(slots.to(device).repeat(n), classes.repeat_interleave(k)))
         draw = ctx.augment.draw_groups(n, self.info.image_size, device)

@@ -227,7 +227,7 @@ class DiMTrainer(GeneratorTrainer):
         if ctx.phase == 2:
             ctx.pool.train_steps(acc.autocast)
             labels = balanced_labels(cfg.match_batch, self.info.num_classes, ctx.rng)
-            match_real = ctx.sampler.sample_aligned(labels).to(self.device)
+            match_real = ctx.sampler.sample_aligned(labels, self.device)
             labels = labels.to(self.device)
             noise = torch.randn(len(labels), cfg.noise_dim, generator=ctx.rng)
         else:

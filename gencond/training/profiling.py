@@ -13,6 +13,7 @@ from torch.utils.flop_counter import flop_registry
 
 from gencond.data.base import LazyImageSet, TensorImageSet
 from gencond.data.prepared import PreparedImageSet
+from gencond.runtime import synchronize
 from gencond.training.trainer import run_trainer
 
 
@@ -89,8 +90,10 @@ def measure_steps(trainer_class, cfg, count: bool = True) -> tuple[dict, object,
                 out = original(self, ctx, item)
             record["flops"], record["precision"] = counter.flops if count else None, self.precision
         else:
+            synchronize(self.device)  # a GPU's queued work is timed with the step that queued it
             start, before = time.perf_counter(), reading[0]
             out = original(self, ctx, item)
+            synchronize(self.device)
             record["seconds"].append(time.perf_counter() - start + before)
             record["data_seconds"].append(reading[0])
             record["images_read"].append(reading[1])
