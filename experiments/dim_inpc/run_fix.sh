@@ -11,6 +11,6 @@ G=$WORK/shipped_config/generator
 gencond bench --dataset digits --validation-per-class 20 --score-on validation \
   --sets "DiM=generator:$G" "DiM, confidence 4x=generator:$G?candidates=4&rule=confidence" \
   "DiM, soft labels=generator:$G?labels=soft" "random?labels=soft" \
-  --inpc 10 50 --protocol fixed --arch convnet3 --augment dsa --seeds 1 --no-full-data --no-fidelity --workers 2 \
+  --inpc 10 50 --protocol fixed --arch convnet3 --augment dsa --seeds 2 --no-full-data --no-fidelity --workers 2 \
   --output-dir $WORK/bench_fix
 cp $WORK/bench_fix/results.json experiments/dim_inpc/bench_fix_digits.json
