@@ -48,7 +48,7 @@ def rate(images, batches: list[torch.Tensor], workers: int, normalize: bool = Tr
     count = 0
     for pixels, labels in read_batches(images, batches, 0, CPU, workers):
         if normalize:
-            images.info.normalize(pixels.float().div_(255))
+            images.info.from_pixels(pixels)
         count += len(labels)
     return round(count / (time.perf_counter() - start), 1)
 

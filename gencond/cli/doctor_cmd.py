@@ -185,7 +185,7 @@ def evaluation_check(dataset: str, sizes: Sizes, device: torch.device) -> dict:
     start = None
     for pixels, labels in read_batches(splits.train, batches, 0, device, sizes.workers):
         with autocast(precision, device):
-            loss = torch.nn.functional.cross_entropy(net(splits.info.normalize(pixels.float().div_(255))), labels)
+            loss = torch.nn.functional.cross_entropy(net(splits.info.from_pixels(pixels)), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

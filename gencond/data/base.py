@@ -50,6 +50,10 @@ class DatasetInfo:
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
+    def from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (N, C, H, W), on any device, to the normalized space."""
+        return self.normalize(pixels.float().div_(255))
+
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized images back to [0, 1] (not clamped)."""
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -90,15 +94,15 @@ class ImageSet:
         return self.pixels_within(indices, None)
 
     def images(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.info.normalize(self.pixels(indices).float().div_(255))
+        return self.info.from_pixels(self.pixels(indices))
 
     def images_within(self, indices: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
-        return self.info.normalize(self.pixels_within(indices, members).float().div_(255))
+        return self.info.from_pixels(self.pixels_within(indices, members))
 
     def images_on(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``images(indices)`` on ``device``, normalized there: a GPU gets uint8 (a quarter of
         float's bytes) and the host CPU only reads (on a CPU, the same as ``images``)."""
-        return self.info.normalize(self.pixels(indices).to(device, non_blocking=True).float().div_(255))
+        return self.info.from_pixels(self.pixels(indices).to(device, non_blocking=True))
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images(indices), self.labels[indices]

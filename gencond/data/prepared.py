@@ -37,7 +37,7 @@ import torch
 
 from gencond.data.base import DatasetInfo, DatasetSplits, ImageSet, LazyImageSet, TensorImageSet, UnreadableImage
 from gencond.data.registry import load_dataset, register_dataset_prefix
-from gencond.data.sources import fit_image
+from gencond.data.sources import decode_image
 from gencond.errors import GencondError
 from gencond.files import atomic_path, output_lock, write_json
 from gencond.runtime import forked_map
@@ -139,20 +139,14 @@ def _hf_splits(path: Path) -> dict:
     return {name: split.cast_column("image", datasets.Image(decode=False)) for name, split in named.items()}
 
 
-def _decode(entry: dict, mode: str, size: int, where: str) -> np.ndarray:
-    from PIL import Image
+def _image_file(entry: dict):
+    """A Hugging Face image entry (``decode=False``): its bytes, or the path it names."""
+    return io.BytesIO(entry["bytes"]) if entry.get("bytes") else entry["path"]
 
-    try:
-        with Image.open(io.BytesIO(entry["bytes"]) if entry.get("bytes") else entry["path"]) as image:
-            image = image.convert(mode)
-    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as err:
-        if isinstance(err, OSError) and err.errno is not None:
-            raise
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UnreadableImage(f"unreadable image {where}: {reason}") from None
-    if image.size != (size, size):
-        image = fit_image(image, size).permute(1, 2, 0).numpy()
-    return np.asarray(image).reshape(size, size, -1)
+
+def _decode(entry: dict, mode: str, size: int, where: str) -> np.ndarray:
+    """(H, W, C) uint8, decoded at full scale (draft decoding is the ImageFolder readers')."""
+    return decode_image(_image_file(entry), where, size, mode, draft=False).permute(1, 2, 0).numpy()
 
 
 def hf_sources(path: Path, image_size: int) -> tuple[DatasetInfo, dict[str, SplitSource]]:
@@ -163,7 +157,7 @@ def hf_sources(path: Path, image_size: int) -> tuple[DatasetInfo, dict[str, Spli
 
     splits = _hf_splits(path)
     first = splits["train"][0]["image"]
-    with Image.open(io.BytesIO(first["bytes"]) if first.get("bytes") else first["path"]) as image:
+    with Image.open(_image_file(first)) as image:
         mode, (width, height) = ("L" if image.mode in ("1", "L", "I;16") else "RGB"), image.size
     if not image_size:
         if width != height:

@@ -208,28 +208,31 @@ def fit_image(image, size: int) -> torch.Tensor:
     return TF.pil_to_tensor(TF.center_crop(TF.resize(image, size, antialias=True), size))
 
 
-def image_loader(size: int, draft: bool = True):
-    """``load(path)``: the image file as uint8 (3, size, size), resized (shorter side,
-    antialiased) and centre-cropped, or :class:`UnreadableImage`. With ``draft`` a JPEG is
-    decoded at a reduced scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, in the DCT domain)
-    while both sides stay at least ``size``, before the same resize: several times less
-    decoding for ImageNet's ~400x350 files read at 64x64 (``experiments/data_pipeline/``)."""
+def decode_image(file, where: str, size: int, mode: str = "RGB", draft: bool = True) -> torch.Tensor:
+    """An image file (a path or a binary file object) as uint8 (C, size, size) in ``mode``,
+    resized (shorter side, antialiased) and centre-cropped, or :class:`UnreadableImage`
+    naming it ``where``. With ``draft`` a JPEG is decoded at a reduced scale (Pillow's
+    ``draft``: 1/2, 1/4 or 1/8, in the DCT domain) while both sides stay at least ``size``,
+    before the same resize: several times less decoding for ImageNet's ~400x350 files read at
+    64x64 (``experiments/data_pipeline/``)."""
     from PIL import Image
 
-    def load(path: str) -> torch.Tensor:
-        try:
-            with Image.open(path) as img:
-                if draft:
-                    img.draft("RGB", (size, size))
-                img = img.convert("RGB")
-        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as err:
-            if isinstance(err, OSError) and err.errno is not None:
-                raise  # the file system's error (missing file, lost mount), not the file's content
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise UnreadableImage(f"unreadable image {path}: {reason}") from None
-        return fit_image(img, size)
+    try:
+        with Image.open(file) as img:
+            if draft:
+                img.draft(mode, (size, size))
+            img = img.convert(mode)
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # the file system's error (missing file, lost mount), not the file's content
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnreadableImage(f"unreadable image {where}: {reason}") from None
+    return fit_image(img, size)
 
-    return load
+
+def image_loader(size: int, draft: bool = True):
+    """``load(path)``: :func:`decode_image` of an RGB image file."""
+    return lambda path: decode_image(path, path, size, draft=draft)
 
 
 def _tiny_val_annotations(val_dir: Path, class_to_idx: dict[str, int]) -> tuple[list[str], list[int]]:

@@ -73,7 +73,7 @@ class TaskFeatures(FeatureExtractorBase):
 
     def forward(self, x: torch.Tensor):
         device = next(self.net.parameters()).device
-        hidden = self.net.forward_features(self.info.normalize(x.to(device).float() / 255))
+        hidden = self.net.forward_features(self.info.from_pixels(x.to(device)))
         provided = {"pool": self.net.forward_head(hidden, pre_logits=True), "logits_unbiased": self.net.forward_head(hidden)}
         return tuple(provided[f].float() for f in self.features_list)
 

@@ -492,9 +492,9 @@ class GeneratorTrainer:
         device where the method :attr:`reads_real_batches`."""
         if not self.reads_real_batches:
             return iter(items[start:])
-        cfg, info = self.cfg, self.info
+        cfg = self.cfg
         batches = read_batches(self.train, items, start, self.device, cfg.loader_workers, cfg.prefetch_batches)
-        return ((info.normalize(pixels.float().div_(255)), labels) for pixels, labels in batches)
+        return ((self.info.from_pixels(pixels), labels) for pixels, labels in batches)
 
     def check_finite(self, epoch: int, step: int, losses: dict[str, float]) -> None:
         """Raise :class:`NonFiniteLoss` on every process when any process's loss is NaN or Inf."""
