@@ -4,9 +4,11 @@ resuming from the cell cache (a cut line included), and one-line errors."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import driver, driver_env
+from PIL import Image
 
 from gencond.artifacts import CondensedSet
 from gencond.engine import Evaluated
@@ -453,6 +455,11 @@ def test_serving_options_are_sets_of_the_grid_with_their_own_rows_columns_and_ca
         r["mean"] for r in report["results"] if r["training_set"] == "random" and r["labels"] == "soft"))
     again = bench.run_bench(cfg, log=lines.append)
     assert "6 cells: 6 cached, 0 to train" in lines and again["results"] == report["results"]
+    # one sample grid per generator as served: truncation draws another grid, candidates and labels do not
+    grids = sorted(p.name for p in (tmp_path / "bench").glob("samples_*.png"))
+    assert grids == ["samples_DiM.png", "samples_DiM_truncation=0.5.png"]
+    plain, truncated = (np.asarray(Image.open(tmp_path / "bench" / g)) for g in grids)
+    assert plain.shape == truncated.shape and not np.array_equal(plain, truncated)
 
 
 def test_two_sets_that_give_the_same_row_are_refused(tmp_path, cli_error):

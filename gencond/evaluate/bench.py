@@ -33,6 +33,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -206,6 +207,21 @@ class SetSpec:
                  "guidance": self.guidance, "precision": self.precision, "latents": self.latents,
                  "strength": self.strength}
         return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in given.items() if v != SET_DEFAULTS[k]}
+
+    @property
+    def sampling(self) -> dict:
+        """A diffusion generator's ``with_sampler`` settings (None keeps the saved one)."""
+        return {"sampler": self.sampler or None, "steps": self.steps or None,
+                "guidance_scale": self.guidance if self.guidance >= 0 else None,
+                "mixed_precision": self.precision or None}
+
+    @property
+    def served_name(self) -> str:
+        """The generator as it draws images: its name and the options that change what a
+        latent becomes (truncation, the sampler's settings), not how a fixed set is chosen."""
+        shaping = [f"{k}={v}" for k, v in self.options.items()
+                   if k in ("truncation", "sampler", "steps", "guidance", "precision")]
+        return " ".join([self.name, *shaping])
 
     @property
     def entry(self) -> str:
@@ -408,11 +424,8 @@ def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: d
         if not Path(spec.source).is_dir():
             raise GencondError(f"training set {spec.name!r}: no generator folder {spec.source}")
         size = folder_bytes(spec.source)
-        sampling = {"sampler": spec.sampler or None, "steps": spec.steps or None,
-                    "guidance_scale": spec.guidance if spec.guidance >= 0 else None,
-                    "mixed_precision": spec.precision or None}
         return [(ts, size) for ts in generator_sets(splits, spec.source, cfg.inpc, cfg.protocol, device, spec.truncation,
-                                                    spec.candidates, spec.rule, lambda: networks.selector, sampling,
+                                                    spec.candidates, spec.rule, lambda: networks.selector, spec.sampling,
                                                     cfg.pool_factor, d3hr_of(spec, splits))]
     if spec.source not in (RANDOM, FULL) and spec.source not in selectors:
         raise GencondError(f"training set {spec.source!r}: unknown selection rule")
@@ -657,18 +670,26 @@ def _save(fig, path: Path) -> str:
 
 
 def write_sample_grids(out: Path, generators: dict[str, ConditionalGenerator], inpc: int = 10) -> list[str]:
-    """One grid per generator: a row per class, its first ``inpc`` fixed images."""
+    """One grid per generator as served (:func:`served_generators`): a row per class, its
+    first ``inpc`` images from noise latents."""
     from torchvision.utils import save_image
 
     written = []
     for name, generator in generators.items():
         drawn = sample_set(generator, inpc, seed=0)
         order = torch.argsort(drawn.labels, stable=True)
-        path = out / f"samples_{name}.png"
+        path = out / f"samples_{re.sub(r'[^A-Za-z0-9.=-]+', '_', name)}.png"
         with atomic_path(path) as tmp:
             save_image(drawn.info.denormalize(drawn.images[order]).clamp(0, 1), str(tmp), nrow=inpc, format="png")
         written.append(str(path))
     return written
+
+
+def served_generators(cfg: BenchConfig, device: torch.device) -> dict[str, ConditionalGenerator]:
+    """Each generator of the grid as its entries serve it (truncation and sampler settings
+    applied), once per :attr:`SetSpec.served_name`, for the sample grids and fidelity."""
+    return {s.served_name: load_generator(s.source, device).truncated(s.truncation).with_sampler(**s.sampling)
+            for s in bench_specs(cfg) if s.kind == "generator"}
 
 
 def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, generators: dict[str, ConditionalGenerator],
@@ -750,7 +771,7 @@ def run_bench(cfg: BenchConfig, selectors: dict[str, Selector] | None = None,
     log(format_table(results, extra))
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(table + "\n", encoding="utf-8")
-    generators = {s.name: load_generator(s.source, device) for s in bench_specs(cfg) if s.kind == "generator"}
+    generators = served_generators(cfg, device)
     files = write_plots(out, cfg, results) + write_sample_grids(out, generators)
     fidelity = generator_fidelity(cfg, splits, generators, device, log)
     ranking = architecture_ranking(cfg, splits, rows, device, log)
