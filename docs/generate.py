@@ -160,6 +160,10 @@ def results_page() -> str:
         if table.get("reading"):
             lines += [table["reading"], ""]
         lines += [f"[^{i}]: {note}" for i, note in enumerate(notes, 1)] + ([""] if notes else [])
+    boards = manifest().get("leaderboards", [])
+    if boards:
+        lines += ["## Leaderboards", "", "Every method from INPC 1 to 50 under one recipe, with DD-Ranking's scores:", "",
+                  *[f"- [{board['title']}](leaderboards/{board['id']}.md)" for board in boards], ""]
     lines += ["## The studies", "", *study_index(), ""]
     return "\n".join(lines)
 

@@ -3,18 +3,25 @@
 # DD-Ranking's scores (the whole training split for HLR; with and without DSA, for ARS).
 # DM is condensed at IPC 1, 10 and 50 with the shipped digits config; the generators are the
 # shipped checkpoints (DiM, the codebook, the diffusion model).
-# Run from the repository root: bash experiments/leaderboard_digits/run.sh
+#
+# The grid takes about seven core-hours on 2 cores, more than one session, so it runs in stages
+# (INPC="1 2 5 10" bash ...) and its cell caches live in this folder, in git: every stage and
+# every later session trains only the cells they lack. Run from the repository root:
+#   bash experiments/leaderboard_digits/run.sh
 set -euo pipefail
-WORK=${WORK:-runs/leaderboard_digits}
+HERE=experiments/leaderboard_digits
+INPC=${INPC:-1 2 5 10 20 50}
 DM=()
 for ipc in 1 10 50; do
-  out=$WORK/dm_digits_ipc$ipc.safetensors
+  [[ " $INPC " == *" $ipc "* ]] || continue
+  out=$HERE/dm/dm_digits_ipc$ipc.safetensors
   [[ -f $out ]] || /usr/bin/time -f "DM IPC $ipc: %e s" gencond condense dm --config configs/dm/digits.yaml \
     --ipc $ipc --output $out
   DM+=("DM=condensed:$out")
 done
+# shellcheck disable=SC2086
 gencond bench --dataset digits --sets random herding "${DM[@]}" "DiM=generator:checkpoints/dim_digits" \
   "codebook=generator:checkpoints/codebook_digits" "diffusion=generator:checkpoints/diffusion_digits" \
-  --inpc 1 2 5 10 20 50 --arch convnet3 --augment dsa none --seeds 3 --full-data --no-fidelity --workers 2 \
-  --output-dir $WORK/bench --full-cache $WORK/full-data.jsonl
-cp $WORK/bench/results.json experiments/leaderboard_digits/bench_leaderboard_digits.json
+  --inpc $INPC --arch convnet3 --augment dsa none --seeds 3 --full-data --no-fidelity --workers 2 \
+  --output-dir $HERE/bench --full-cache $HERE/bench/full-data.jsonl
+cp $HERE/bench/results.json $HERE/bench_leaderboard_digits.json
