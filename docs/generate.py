@@ -274,6 +274,9 @@ def leaderboard_plot(series: list, title: str, path: Path) -> None:
             ax.errorbar([p[0] for p in points], [p[1] for p in points], [p[2] for p in points], marker="o", capsize=3,
                         label=name)
     ax.set(xscale="log", xlabel="images per class (INPC)", ylabel="final test accuracy (%)", title=title)
+    ticks = sorted({p[0] for _, points in series for p in points})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
