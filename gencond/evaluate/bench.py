@@ -688,8 +688,9 @@ def write_sample_grids(out: Path, generators: dict[str, ConditionalGenerator], i
 def served_generators(cfg: BenchConfig, device: torch.device) -> dict[str, ConditionalGenerator]:
     """Each generator of the grid as its entries serve it (truncation and sampler settings
     applied), once per :attr:`SetSpec.served_name`, for the sample grids and fidelity."""
-    return {s.served_name: load_generator(s.source, device).truncated(s.truncation).with_sampler(**s.sampling)
-            for s in bench_specs(cfg) if s.kind == "generator"}
+    served = {s.served_name: s for s in bench_specs(cfg) if s.kind == "generator"}  # loaded once per name
+    return {name: load_generator(s.source, device).truncated(s.truncation).with_sampler(**s.sampling)
+            for name, s in served.items()}
 
 
 def generator_fidelity(cfg: BenchConfig, splits: DatasetSplits, generators: dict[str, ConditionalGenerator],
