@@ -432,14 +432,16 @@ def test_set_options_parse_into_the_spec_and_back_into_its_entry():
             parse_set(bad)
 
 
-def test_serving_options_are_sets_of_the_grid_with_their_own_rows_columns_and_cached_cells(tmp_path):
+def test_serving_options_are_sets_of_the_grid_with_their_own_rows_columns_and_cached_cells(tmp_path, random_set_file):
     """Candidate selection, truncation and soft labels as set options of one tiny grid: each
     its own row (or, for soft labels, column), the selection network and the teacher trained
-    once and recorded, and a second run trains nothing."""
+    once and recorded (the teacher also labels a condensed file that stores no soft labels),
+    and a second run trains nothing."""
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dim_digits"
     cfg = BenchConfig(sets=["random", "random?labels=soft", f"DiM=generator:{shipped}",
                             f"DiM=generator:{shipped}?candidates=3&rule=confidence",
-                            f"DiM=generator:{shipped}?truncation=0.5", f"DiM=generator:{shipped}?labels=soft"],
+                            f"DiM=generator:{shipped}?truncation=0.5", f"DiM=generator:{shipped}?labels=soft",
+                            f"ten=condensed:{random_set_file}?labels=soft"],
                       inpc=[1], seeds=1, full_data=False, output_dir=str(tmp_path / "bench"), device="cpu",
                       selector_epochs=0, teacher_epochs=0)
     cfg.train.epochs = 1
@@ -447,14 +449,17 @@ def test_serving_options_are_sets_of_the_grid_with_their_own_rows_columns_and_ca
     report = bench.run_bench(cfg, log=lines.append)
     rows = {(r["training_set"], r["labels"]) for r in report["results"]}
     assert rows == {("random", "hard"), ("random", "soft"), ("DiM (fixed)", "hard"), ("DiM (fixed)", "soft"),
-                    ("DiM (fixed, confidence of 3x)", "hard"), ("DiM (fixed, truncation 0.5)", "hard")}
+                    ("DiM (fixed, confidence of 3x)", "hard"), ("DiM (fixed, truncation 0.5)", "hard"), ("ten", "soft")}
     assert set(report["reference_networks"]) == {"selector", "teacher"}
+    cells = [json.loads(line) for line in (tmp_path / "bench" / "cells.jsonl").read_text().splitlines()]
+    assert [json.loads(c["key"])["teacher"] for c in cells if json.loads(c["key"])["set"].startswith("ten=")] == \
+        [{"network": "convnet3", "epochs": 0, "seed": 0}]
     assert "convnet3, soft labels" in (tmp_path / "bench" / "table.md").read_text()
     soft = next(r for r in report["results"] if r["training_set"] == "DiM (fixed)" and r["labels"] == "soft")
     assert soft["ior"] == pytest.approx(soft["mean"] - next(
         r["mean"] for r in report["results"] if r["training_set"] == "random" and r["labels"] == "soft"))
     again = bench.run_bench(cfg, log=lines.append)
-    assert "6 cells: 6 cached, 0 to train" in lines and again["results"] == report["results"]
+    assert "7 cells: 7 cached, 0 to train" in lines and again["results"] == report["results"]
     # one sample grid per generator as served: truncation draws another grid, candidates and labels do not
     grids = sorted(p.name for p in (tmp_path / "bench").glob("samples_*.png"))
     assert grids == ["samples_DiM.png", "samples_DiM_truncation=0.5.png"]

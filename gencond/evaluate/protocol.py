@@ -171,8 +171,10 @@ def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int], select: 
     return [TrainingSet(method, ipc, make(ipc)) for ipc in ipcs]
 
 
-def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False) -> list[TrainingSet]:
-    """Condensed set files; with ``soft``, each must store soft labels (checked now)."""
+def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False,
+                   stored_only: bool = False) -> list[TrainingSet]:
+    """Condensed set files; with ``soft``, each must store soft labels (checked now), or with
+    ``stored_only`` a file without them gets no soft data (a teacher then labels its images)."""
     rows = []
     for path in paths:
         condensed = CondensedSet.load(path)
@@ -180,7 +182,8 @@ def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False) 
         counts = condensed.images_per_class()
         ipc = int(counts.max()) if int(counts.min()) == int(counts.max()) else None
         data = IndexedData.from_condensed(condensed)
-        soft_data = IndexedData.from_condensed(condensed, soft=True) if soft else None
+        stored = condensed.soft_labels is not None or not stored_only
+        soft_data = IndexedData.from_condensed(condensed, soft=True) if soft and stored else None
         rows.append(TrainingSet(f"{condensed.method} ({Path(path).name})", ipc, lambda seed, d=data: d,
                                 None if soft_data is None else lambda seed, d=soft_data: d))
     return rows
