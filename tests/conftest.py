@@ -18,7 +18,13 @@ def driver(module: str, *args) -> list[str]:
 def driver_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two CPU threads per test; under pytest-xdist (``-n 2``, README's command) each worker takes its
+# share of them, and so do the processes its tests start, so the workers do not oversubscribe
+# the cores (a test that sets OMP_NUM_THREADS for a child keeps its own).
+THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+torch.set_num_threads(THREADS)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
 @pytest.fixture(scope="session")

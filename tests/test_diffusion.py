@@ -193,8 +193,10 @@ def test_training_logs_both_terms_and_serves_any_inpc_reproducibly(trained):
     assert isinstance(gen, DiffusionGenerator) and gen.training_record["method"] == "diffusion"
     a, b = sample_set(gen, 3, seed=1, batch_size=4), sample_set(gen, 3, seed=1, batch_size=30)
     assert a.images.shape == (30, 1, 32, 32) and a.images_per_class().tolist() == [3] * 10
-    torch.testing.assert_close(a.images, b.images, atol=1e-5, rtol=0)
-    torch.testing.assert_close(sample_set(gen, 1, seed=1).images, a.images[::3], atol=1e-5, rtol=0)
+    # the same images in any batch, to float rounding: oneDNN picks its kernels by batch size and
+    # thread count (3e-5 apart at one thread after 25 steps; far below an 8-bit step, 4e-3)
+    torch.testing.assert_close(a.images, b.images, atol=1e-4, rtol=0)
+    torch.testing.assert_close(sample_set(gen, 1, seed=1).images, a.images[::3], atol=1e-4, rtol=0)
     assert not torch.allclose(a.images, sample_set(gen, 3, seed=2).images)
 
 

@@ -56,7 +56,8 @@ def test_readme_is_a_short_front_page_opening_with_the_three_commands():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 200
     opening = "\n".join(lines[:6])
-    for command in ('pip install -e ".[dev]"', "gencond train dim --config configs/dim/digits.yaml", "python -m pytest -q"):
+    for command in ('pip install -e ".[dev]"', "gencond train dim --config configs/dim/digits.yaml",
+                    "python -m pytest -q -n 2"):
         assert command in opening
     assert not any("issue " in line.lower() for line in lines)
 
