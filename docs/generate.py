@@ -184,11 +184,12 @@ def bench_results(report: dict) -> list:
 def recipe_line(report: dict) -> str:
     args, train, machine = report["args"], report["args"]["train"], report["machine"]
     augment = "/".join(args["augment"])
+    full = f" (the whole training split, for HLR: {args['full_data_epochs']} epochs)" if args.get("full_data_epochs") else ""
     return (f"{report['dataset']['name']}: {report['train_split']:,} training / {report['test_split']:,} test images. "
             f"Recipe: {', '.join(args['arch'])}, trained {train['epochs']} epochs from scratch on each set (SGD lr "
             f"{train['lr']}, momentum {train['momentum']}, weight decay {train['weight_decay']}, batch "
-            f"{train['batch_size']}, {train['schedule']} schedule), augmentation {augment}, {args['seeds']} seeds; the "
-            f"**final** test accuracy (%), mean ± std over seeds. Machine: {machine['device_name']} "
+            f"{train['batch_size']}, {train['schedule']} schedule){full}, augmentation {augment}, {args['seeds']} seeds; "
+            f"the **final** test accuracy (%), mean ± std over seeds. Machine: {machine['device_name']} "
             f"({machine['cpu_threads']} threads), torch {machine['torch']}, gencond {machine['gencond']}.")
 
 
