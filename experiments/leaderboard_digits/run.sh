@@ -14,14 +14,8 @@ set -euo pipefail
 HERE=experiments/leaderboard_digits
 INPC=${INPC:-1 2 5 10 20 50}
 LABELS=${LABELS:-hard soft}
-DM=()
-for ipc in 1 10 50; do
-  [[ " $INPC " == *" $ipc "* ]] || continue
-  out=$HERE/dm/dm_digits_ipc$ipc.safetensors
-  [[ -f $out ]] || /usr/bin/time -f "DM IPC $ipc: %e s" gencond condense dm --config configs/dm/digits.yaml \
-    --ipc $ipc --output $out
-  DM+=("DM=condensed:$out")
-done
+source experiments/_leaderboard.sh
+dm_sets configs/dm/digits.yaml $HERE/dm/dm_digits
 SETS=()
 for labels in $LABELS; do
   for set in random herding "${DM[@]}" "DiM=generator:checkpoints/dim_digits" \

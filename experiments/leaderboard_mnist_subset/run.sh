@@ -17,14 +17,8 @@ for method in diffusion codebook; do
   [[ -f runs/${method}_mnist_subset/generator/model.safetensors ]] || /usr/bin/time -f "$method: %e s" \
     gencond train $method --config configs/$method/mnist_subset.yaml
 done
-DM=()
-for ipc in 1 10 50; do
-  [[ " $INPC " == *" $ipc "* ]] || continue
-  out=$HERE/dm/dm_mnist_subset_ipc$ipc.safetensors
-  [[ -f $out ]] || /usr/bin/time -f "DM IPC $ipc: %e s" gencond condense dm --config configs/dm/mnist_subset.yaml \
-    --ipc $ipc --output $out
-  DM+=("DM=condensed:$out")
-done
+source experiments/_leaderboard.sh
+dm_sets configs/dm/mnist_subset.yaml $HERE/dm/dm_mnist_subset
 # shellcheck disable=SC2086
 gencond bench --dataset mnist --data-root ../shared/data --sets random herding "${DM[@]}" \
   "codebook=generator:runs/codebook_mnist_subset/generator" "diffusion=generator:runs/diffusion_mnist_subset/generator" \
