@@ -419,8 +419,7 @@ def rows_of(spec: SetSpec, splits: DatasetSplits, cfg: BenchConfig, selectors: d
         path = Path(spec.source)
         if not path.is_file():
             raise GencondError(f"training set {spec.name!r}: no condensed set file {path}")
-        return [(ts, path.stat().st_size) for ts in condensed_sets(splits, [spec.source], spec.labels == "soft",
-                                                                         stored_only=True)]
+        return [(ts, path.stat().st_size) for ts in condensed_sets(splits, [spec.source])]
     if spec.kind == "generator":
         if not Path(spec.source).is_dir():
             raise GencondError(f"training set {spec.name!r}: no generator folder {spec.source}")

@@ -171,10 +171,10 @@ def selection_sets(splits: DatasetSplits, method: str, ipcs: list[int], select: 
     return [TrainingSet(method, ipc, make(ipc)) for ipc in ipcs]
 
 
-def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False,
-                   stored_only: bool = False) -> list[TrainingSet]:
-    """Condensed set files; with ``soft``, each must store soft labels (checked now), or with
-    ``stored_only`` a file without them gets no soft data (a teacher then labels its images)."""
+def condensed_sets(splits: DatasetSplits, paths: list[str], require_soft: bool = False) -> list[TrainingSet]:
+    """Condensed set files, each with its stored soft labels where it has them (where it has
+    none, a teacher may label its images); with ``require_soft``, a file without them is
+    refused now."""
     rows = []
     for path in paths:
         condensed = CondensedSet.load(path)
@@ -182,8 +182,8 @@ def condensed_sets(splits: DatasetSplits, paths: list[str], soft: bool = False,
         counts = condensed.images_per_class()
         ipc = int(counts.max()) if int(counts.min()) == int(counts.max()) else None
         data = IndexedData.from_condensed(condensed)
-        stored = condensed.soft_labels is not None or not stored_only
-        soft_data = IndexedData.from_condensed(condensed, soft=True) if soft and stored else None
+        stored = condensed.soft_labels is not None or require_soft  # the latter refused by from_condensed
+        soft_data = IndexedData.from_condensed(condensed, soft=True) if stored else None
         rows.append(TrainingSet(f"{condensed.method} ({Path(path).name})", ipc, lambda seed, d=data: d,
                                 None if soft_data is None else lambda seed, d=soft_data: d))
     return rows
@@ -399,7 +399,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, select: Select
         sets = generator_sets(splits, cfg.checkpoint, cfg.inpc, cfg.protocol, device, cfg.truncation,
                               pool_factor=cfg.pool_factor)
     elif cfg.condensed:
-        sets = condensed_sets(splits, cfg.condensed, soft="soft" in cfg.labels)
+        sets = condensed_sets(splits, cfg.condensed, require_soft="soft" in cfg.labels)
     else:
         sets = selection_sets(splits, cfg.select, cfg.ipc, select)
     log(f"evaluating on {splits.info.name}: {len(splits.train)} train / {len(splits.test)} test images, "
