@@ -124,6 +124,38 @@ def test_a_changed_recipe_does_not_reuse_cached_cells(tmp_path, random_set_file,
     assert len(calls) == 1
 
 
+def test_a_file_replaced_at_the_same_path_does_not_reuse_its_cached_cells(tmp_path, random_set_file, digits,
+                                                                          monkeypatch):
+    cfg = tiny_config(tmp_path, random_set_file, arch=["convnet3"], augment=["none"], full_data=False)
+    bench.run_bench(cfg, log=lambda _: None)
+    calls = []
+    monkeypatch.setattr(bench, "evaluate_cell", lambda *a, **k: calls.append(a[1].name) or Evaluated(10.0, 0.1))
+    bench.run_bench(cfg, log=lambda _: None)
+    assert calls == []
+    images, labels = digits.train.batch(torch.arange(1, 201, 20))  # other images at the same path
+    CondensedSet(images, labels, digits.info, method="hand").save(random_set_file)
+    bench.run_bench(cfg, log=lambda _: None)
+    assert calls == ["ten"]
+
+
+def test_a_generator_digest_follows_its_weights_and_serving_config_not_its_training_record(tmp_path):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    config = {"_class_name": "G", "guidance_scale": 2.0, "_training": {"wall_seconds": 1.0}}
+    (folder / "config.json").write_text(json.dumps(config))
+    spec = parse_set(f"g=generator:{folder}")
+    first = bench.source_digest(spec)
+    (folder / "config.json").write_text(json.dumps({**config, "_training": {"wall_seconds": 2.0}}))
+    assert bench.source_digest(spec) == first
+    (folder / "config.json").write_text(json.dumps({**config, "guidance_scale": 3.0}))
+    assert bench.source_digest(spec) != first
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert bench.source_digest(spec) != first
+    assert bench.source_digest(parse_set("random")) is None
+
+
 def test_a_grid_scored_on_the_validation_split_never_reads_the_test_split(tmp_path, random_set_file, monkeypatch):
     import dataclasses
 

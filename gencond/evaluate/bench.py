@@ -287,12 +287,14 @@ def set_options(entry: str, kind: str, query: str) -> dict:
 
 @dataclass
 class BenchRow:
-    """A training set at one INPC, what its artifact occupies, and where its cells are cached."""
+    """A training set at one INPC, what its artifact occupies, where its cells are cached, and
+    the digest of the file or folder its images come from (:func:`source_digest`)."""
 
     spec: SetSpec
     training_set: TrainingSet
     artifact_bytes: int | None
     cache: CellCache
+    digest: str | None = None
 
 
 class CellCache:
@@ -341,11 +343,32 @@ def protocol_fingerprint(splits: DatasetSplits, train: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def source_digest(spec: SetSpec) -> str | None:
+    """What a condensed or generator set's images come from: the condensed file's bytes, or the
+    generator's weights and its saved config without the training record. Part of the cell
+    key, so a cache never serves the cells of a file since replaced at the same path (a
+    retrained generator, a set condensed again)."""
+    if spec.kind == "selection":
+        return None
+    digest = hashlib.sha256()
+    files = [Path(spec.source)]
+    if spec.kind == "generator":
+        folder = Path(spec.source)
+        config = json.loads((folder / "config.json").read_text())
+        digest.update(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True).encode())
+        files = sorted(folder.glob("*.safetensors"))
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cell_key(fingerprint: str, row: BenchRow, arch: str, augment: str, seed: int, helpers: dict) -> str:
     """A cell's identity: its coordinates, the recipe, and the networks (selector, teacher)
     its set or labels came from, where it used one."""
     key = {"set": row.spec.entry, "protocol": row.training_set.name, "ipc": row.training_set.ipc,
            "arch": arch, "augment": augment, "seed": seed, "recipe": fingerprint}
+    if row.digest:
+        key["source"] = row.digest
     return json.dumps({**key, **helpers}, sort_keys=True)
 
 
@@ -447,7 +470,9 @@ def bench_rows(cfg: BenchConfig, splits: DatasetSplits, selectors: dict[str, Sel
     full_cache = CellCache(cfg.full_cache)
     rows, seen = [], set()
     for spec in bench_specs(cfg):
-        for training_set, size in rows_of(spec, splits, cfg, selectors, device, networks):
+        made = rows_of(spec, splits, cfg, selectors, device, networks)
+        digest = source_digest(spec)
+        for training_set, size in made:
             if spec.kind != "selection":
                 training_set.name = training_set.name.replace("generator", spec.name) if spec.kind == "generator" \
                     else spec.name
@@ -456,7 +481,7 @@ def bench_rows(cfg: BenchConfig, splits: DatasetSplits, selectors: dict[str, Sel
                 raise GencondError(f"two training sets give the row {training_set.name!r} at "
                                    f"{training_set.ipc or 'all'} images per class ({spec.labels} labels): name them apart")
             seen.add(where)
-            rows.append(BenchRow(spec, training_set, size, full_cache if spec.source == FULL else cache))
+            rows.append(BenchRow(spec, training_set, size, full_cache if spec.source == FULL else cache, digest))
     return rows
 
 
