@@ -102,6 +102,29 @@ def test_the_predicted_clean_image_inverts_the_forward_process(prediction_type):
                                atol=2e-3, rtol=0)  # eps at t = 999 is divided by sqrt(alpha-bar) ~ 0.006
 
 
+@pytest.mark.parametrize("ddim_clip", ["consistent", "image"])
+def test_ddim_clipping_steps_with_the_noise_each_setting_names(ddim_clip):
+    """Two DDIM steps (t = 500, then 0) of a denoiser predicting eps = 3 x, whose clean image
+    leaves [-1, 1], written out by hand: x0 is clipped, and the step takes the noise the clipped
+    image implies (consistent) or the model's own (image)."""
+    gen = DiffusionGenerator(2, channels=1, image_size=28, block_channels=[8], layers_per_block=1,
+                             attention_levels=[], sampling_steps=2, guidance_scale=1.0, ddim_clip=ddim_clip)
+    gen.guided_output = lambda x, t, labels: 3 * x
+    alpha = gen.training_scheduler().alphas_cumprod.double()
+    latents = gen.latents(None, 4, torch.Generator().manual_seed(0)).double()
+
+    def step(x, a, a_prev, rederive):
+        clean = ((x - (1 - a).sqrt() * 3 * x) / a.sqrt()).clamp(-1, 1)
+        eps = (x - a.sqrt() * clean) / (1 - a).sqrt() if rederive else 3 * x
+        return a_prev.sqrt() * clean + (1 - a_prev).sqrt() * eps
+
+    one = torch.tensor(1.0, dtype=torch.float64)
+    expected = {r: step(step(latents, alpha[500], alpha[0], r), alpha[0], one, r) for r in (True, False)}
+    assert (expected[True] - expected[False]).abs().max() > 0.01  # the two differ here
+    out = gen.info.to_generator_range(gen.generate(torch.tensor([0, 1, 0, 1]), latents.float()))
+    torch.testing.assert_close(out.double(), expected[ddim_clip == "consistent"], atol=1e-4, rtol=0)
+
+
 def test_the_generator_is_a_diffusers_model_that_loads_as_the_class_saved(tmp_path):
     gen = DiffusionGenerator(4, channels=1, image_size=28, block_channels=[8, 16], layers_per_block=1,
                              attention_levels=[1], sampling_steps=2)
@@ -128,6 +151,7 @@ def test_the_generator_is_a_diffusers_model_that_loads_as_the_class_saved(tmp_pa
     ({"block_channels": [8, 12]}, "multiple of 8"),
     ({"attention_levels": [2]}, "attention level 2 does not exist"),
     ({"beta_schedule": "cosine"}, "beta_schedule must be one of linear, squaredcos_cap_v2"),
+    ({"ddim_clip": "x0"}, "ddim_clip must be one of consistent, image"),
 ])
 def test_bad_generator_settings_are_one_line(kwargs, message):
     with pytest.raises(GencondError, match=message):

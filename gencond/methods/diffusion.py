@@ -36,6 +36,7 @@ from gencond.losses.minimax import MinimaxMemory, minimax_losses
 from gencond.methods._registry import register_method
 from gencond.models import check_architecture
 from gencond.models.diffusion import (
+    DDIM_CLIPS,
     DiffusionGenerator,
     check_sampling,
     check_schedule,
@@ -77,6 +78,9 @@ class DiffusionConfig(GeneratorConfig):
     sampler: str = field(default="ddim", metadata={"help": "ddim (eta 0) or dpm (DPM-Solver++ multistep, order 2)"})
     sampling_steps: int = field(default=25, metadata={"help": "sampler steps"})
     guidance_scale: float = field(default=2.0, metadata={"help": "classifier-free guidance w (1 = none)"})
+    ddim_clip: str = field(default="consistent", metadata={
+        "help": "DDIM's clipped clean image: consistent (step with the noise it implies, GLIDE) or image (step with "
+                "the model's noise, diffusers' default)"})
     # the minimax criteria
     condense: bool = field(default=False, metadata={"help": "add the minimax criteria (Minimax diffusion)"})
     condense_from_epoch: int = field(default=0, metadata={"help": "first epoch (0-based) with the criteria"})
@@ -96,6 +100,8 @@ class DiffusionConfig(GeneratorConfig):
         check_unet(self.block_channels, self.layers_per_block, self.attention_levels)
         check_schedule(self.num_train_timesteps, self.beta_schedule, self.prediction_type)
         check_sampling(self.sampler, self.sampling_steps, self.guidance_scale)
+        if self.ddim_clip not in DDIM_CLIPS:
+            raise GencondError(f"ddim_clip must be one of {', '.join(DDIM_CLIPS)}, got {self.ddim_clip!r}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise GencondError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.memory_size <= 0 or self.lambda_pos < 0 or self.lambda_neg < 0 or self.condense_from_epoch < 0:
@@ -145,7 +151,7 @@ class DiffusionTrainer(GeneratorTrainer):
             layers_per_block=cfg.layers_per_block, attention_levels=cfg.attention_levels,
             num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
             prediction_type=cfg.prediction_type, sampler=cfg.sampler, sampling_steps=cfg.sampling_steps,
-            guidance_scale=cfg.guidance_scale, dataset=info.to_dict())
+            guidance_scale=cfg.guidance_scale, ddim_clip=cfg.ddim_clip, dataset=info.to_dict())
         self.scheduler = gen.training_scheduler()
         self.memory = self.embedder = None
         if cfg.condense:

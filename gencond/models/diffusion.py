@@ -29,6 +29,7 @@ from gencond.models.generators import ConditionalGenerator, gaussian_latents, re
 from gencond.runtime import autocast, check_precision, resolve_precision
 
 SAMPLERS = ("ddim", "dpm")
+DDIM_CLIPS = ("consistent", "image")
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -88,6 +89,7 @@ class DiffusionGenerator(ConditionalGenerator):
         sampling_steps: int = 25,
         guidance_scale: float = 2.0,
         dataset: dict | None = None,
+        ddim_clip: str = "consistent",
     ):
         from diffusers import UNet2DModel
 
@@ -96,6 +98,8 @@ class DiffusionGenerator(ConditionalGenerator):
         check_unet(block_channels, layers_per_block, attention_levels)
         check_schedule(num_train_timesteps, beta_schedule, prediction_type)
         check_sampling(sampler, sampling_steps, guidance_scale)
+        if ddim_clip not in DDIM_CLIPS:
+            raise GencondError(f"ddim_clip must be one of {', '.join(DDIM_CLIPS)}, got {ddim_clip!r}")
         levels = range(len(block_channels))
         self.unet = UNet2DModel(
             sample_size=image_size, in_channels=channels, out_channels=channels,
@@ -200,8 +204,12 @@ class DiffusionGenerator(ConditionalGenerator):
             raise GencondError(f"starting part-way (strength {strength:g}) needs the ddim sampler, not {self.sampler}")
         x = latents.to(self.device, torch.float32) * (scheduler.init_noise_sigma if strength == 1.0 else 1.0)
         labels = labels.to(self.device)
+        # DDIM clips the predicted clean image; ddim_clip "consistent" steps with the noise that
+        # clipped image implies (GLIDE; DDPM's posterior), "image" with the model's own noise
+        consistent = self.sampler == "ddim" and self.config.ddim_clip == "consistent"
         for t in scheduler.timesteps[len(scheduler.timesteps) - steps:]:
-            x = scheduler.step(self.guided_output(scheduler.scale_model_input(x, t), t, labels), t, x).prev_sample
+            output = self.guided_output(scheduler.scale_model_input(x, t), t, labels)
+            x = scheduler.step(output, t, x, **({"use_clipped_model_output": True} if consistent else {})).prev_sample
         return self.info.from_generator_range(x.clamp(-1, 1))
 
     @torch.no_grad()
