@@ -36,7 +36,6 @@ from gencond.losses.minimax import MinimaxMemory, minimax_losses
 from gencond.methods._registry import register_method
 from gencond.models import check_architecture
 from gencond.models.diffusion import (
-    DDIM_CLIPS,
     DiffusionGenerator,
     check_sampling,
     check_schedule,
@@ -99,9 +98,7 @@ class DiffusionConfig(GeneratorConfig):
             raise GencondError("epochs, batch_size and lr must be positive and weight_decay >= 0")
         check_unet(self.block_channels, self.layers_per_block, self.attention_levels)
         check_schedule(self.num_train_timesteps, self.beta_schedule, self.prediction_type)
-        check_sampling(self.sampler, self.sampling_steps, self.guidance_scale)
-        if self.ddim_clip not in DDIM_CLIPS:
-            raise GencondError(f"ddim_clip must be one of {', '.join(DDIM_CLIPS)}, got {self.ddim_clip!r}")
+        check_sampling(self.sampler, self.sampling_steps, self.guidance_scale, self.ddim_clip)
         if not 0.0 <= self.p_uncond < 1.0:
             raise GencondError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.memory_size <= 0 or self.lambda_pos < 0 or self.lambda_neg < 0 or self.condense_from_epoch < 0:

@@ -34,13 +34,15 @@ BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-def check_sampling(sampler: str, steps: int, guidance_scale: float) -> None:
+def check_sampling(sampler: str, steps: int, guidance_scale: float, ddim_clip: str = "consistent") -> None:
     if sampler not in SAMPLERS:
         raise GencondError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if steps <= 0:
         raise GencondError(f"sampling steps must be positive, got {steps}")
     if not guidance_scale >= 0:  # also refuses NaN
         raise GencondError(f"guidance scale must be >= 0 (1 = no guidance), got {guidance_scale}")
+    if ddim_clip not in DDIM_CLIPS:
+        raise GencondError(f"ddim_clip must be one of {', '.join(DDIM_CLIPS)}, got {ddim_clip!r}")
 
 
 def check_schedule(num_train_timesteps: int, beta_schedule: str, prediction_type: str) -> None:
@@ -97,9 +99,7 @@ class DiffusionGenerator(ConditionalGenerator):
         block_channels, attention_levels = list(block_channels), list(attention_levels)
         check_unet(block_channels, layers_per_block, attention_levels)
         check_schedule(num_train_timesteps, beta_schedule, prediction_type)
-        check_sampling(sampler, sampling_steps, guidance_scale)
-        if ddim_clip not in DDIM_CLIPS:
-            raise GencondError(f"ddim_clip must be one of {', '.join(DDIM_CLIPS)}, got {ddim_clip!r}")
+        check_sampling(sampler, sampling_steps, guidance_scale, ddim_clip)
         levels = range(len(block_channels))
         self.unet = UNet2DModel(
             sample_size=image_size, in_channels=channels, out_channels=channels,
