@@ -86,7 +86,7 @@ def test_class_gaussians_are_the_inverted_images_statistics():
         torch.testing.assert_close(fitted.mean[c], z.mean(0), atol=1e-5, rtol=0)
         torch.testing.assert_close(fitted.std[c], z.std(0), atol=1e-5, rtol=0)
     assert not fitted.std[1].any() and fitted.images == 8
-    assert fitted.sampling == {"sampler": "ddim", "steps": 10, "guidance_scale": 2.0}
+    assert fitted.sampling == {"sampler": "ddim", "steps": 10, "guidance_scale": 2.0, "ddim_clip": "consistent"}
     with pytest.raises(GencondError, match="class 1 has 1 training image"):
         fit_latent_gaussians(gen, TensorImageSet(INFO, train.array[:4], torch.tensor([0, 1, 2, 0])), 0.6)
 
@@ -100,7 +100,7 @@ def test_d3hr_sets_are_reproducible_chosen_per_inpc_and_recorded():
     assert not torch.allclose(a.images, sample_set(gen, 3, seed=2, d3hr=d3hr).images)
     assert a.config["latents"] == {"rule": "d3hr", "groups": 50, "skew_weight": 0.1, "strength": 0.5,
                                    "inverted_images": 12, "sampling": {"sampler": "ddim", "steps": 10,
-                                                                       "guidance_scale": 2.0}}
+                                                                       "guidance_scale": 2.0, "ddim_clip": "consistent"}}
     with pytest.raises(GencondError, match="D3HR latents and candidate selection both choose"):
         sample_set(gen, 1, candidates=2, d3hr=d3hr)
     with pytest.raises(GencondError, match="need a diffusion generator, not dim_generator"):

@@ -103,13 +103,19 @@ def test_the_predicted_clean_image_inverts_the_forward_process(prediction_type):
 
 
 @pytest.mark.parametrize("ddim_clip", ["consistent", "image"])
-def test_ddim_clipping_steps_with_the_noise_each_setting_names(ddim_clip):
+@pytest.mark.parametrize("served", [False, True])
+def test_ddim_clipping_steps_with_the_noise_each_setting_names(ddim_clip, served):
     """Two DDIM steps (t = 500, then 0) of a denoiser predicting eps = 3 x, whose clean image
     leaves [-1, 1], written out by hand: x0 is clipped, and the step takes the noise the clipped
-    image implies (consistent) or the model's own (image)."""
+    image implies (consistent) or the model's own (image). The rule is saved with the model,
+    or (``served``) the other one is saved and ``with_sampler`` serves this one."""
+    other = {"consistent": "image", "image": "consistent"}[ddim_clip]
     gen = DiffusionGenerator(2, channels=1, image_size=28, block_channels=[8], layers_per_block=1,
-                             attention_levels=[], sampling_steps=2, guidance_scale=1.0, ddim_clip=ddim_clip)
+                             attention_levels=[], sampling_steps=2, guidance_scale=1.0,
+                             ddim_clip=other if served else ddim_clip)
     gen.guided_output = lambda x, t, labels: 3 * x
+    gen = gen.with_sampler(ddim_clip=ddim_clip) if served else gen
+    assert gen.sampling_description()["ddim_clip"] == ddim_clip
     alpha = gen.training_scheduler().alphas_cumprod.double()
     latents = gen.latents(None, 4, torch.Generator().manual_seed(0)).double()
 
@@ -143,6 +149,8 @@ def test_the_generator_is_a_diffusers_model_that_loads_as_the_class_saved(tmp_pa
     assert unguided.unet is loaded.unet  # the same weights
     dpm = loaded.with_sampler(sampler="dpm", steps=3).generate(labels, latents)
     assert dpm.shape == (3, 1, 28, 28) and torch.isfinite(dpm).all()
+    with pytest.raises(GencondError, match="ddim_clip must be one of consistent, image"):
+        loaded.with_sampler(ddim_clip="x0")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -244,10 +252,13 @@ def test_sample_command_takes_the_sampler_settings(trained, tmp_path, capsys):
 
     stored = CondensedSet.load(out)
     assert stored.config["sampling"] == {"sampler": "dpm", "steps": 2, "guidance_scale": 1.5, "mixed_precision": "bf16"}
-    code = main(["sample", "--inpc", "1", "--sampling-steps", "2", "--out", str(tmp_path / "png")])  # DiM
+    code = main(["sample", "--checkpoint", str(folder), "--inpc", "1", "--format", "safetensors", "--out", str(out),
+                 "--sampling-steps", "2", "--ddim-clip", "image"])
+    assert code == 0 and CondensedSet.load(out).config["sampling"]["ddim_clip"] == "image"
+    code = main(["sample", "--inpc", "1", "--ddim-clip", "image", "--out", str(tmp_path / "png")])  # DiM
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["gencond sample: error: sampler settings (sampler, steps, guidance scale, "
-                                 "precision) are for diffusion generators; this one is a DiMGenerator"], err
+                                 "precision, DDIM clipping) are for diffusion generators; this one is a DiMGenerator"], err
 
 
 @pytest.mark.slow
@@ -289,9 +300,12 @@ def test_bench_set_entries_take_the_sampler_settings():
     assert parse_set("d=generator:runs/d?guidance=0").options == {"guidance": "0"}  # 0 is a scale, not "as saved"
     assert parse_set("d=generator:runs/d").options == {}
     assert parse_set("d=generator:runs/d?precision=bf16").precision == "bf16"
-    for bad in ("sampler=euler", "steps=0", "guidance=-2", "precision=fp8"):
-        with pytest.raises(GencondError, match="sampler must be one of ddim, dpm, steps >= 1, guidance >= 0 and "
-                                               "precision one of no, bf16, fp16, auto"):
+    clipped = parse_set("d=generator:runs/d?clip=image")
+    assert clipped.sampling["ddim_clip"] == "image" and clipped.served_name == "d clip=image"
+    for bad in ("sampler=euler", "steps=0", "guidance=-2", "precision=fp8", "clip=x0"):
+        with pytest.raises(GencondError, match="sampler must be one of ddim, dpm, steps >= 1, guidance >= 0, "
+                                               "precision one of no, bf16, fp16, auto and clip one of consistent, "
+                                               "image"):
             parse_set(f"d=generator:runs/d?{bad}")
 
 

@@ -86,7 +86,8 @@ def test_the_shipped_checkpoints_load_as_their_classes():
     assert not dim.training and next(dim.parameters()).device.type == "cpu"
     diffusion = load_generator(CHECKPOINTS / "diffusion_digits")
     assert type(diffusion) is DiffusionGenerator and diffusion.training_record["method"] == "diffusion"
-    assert diffusion.sampling_description() == {"sampler": "ddim", "steps": 25, "guidance_scale": 2.0}
+    assert diffusion.sampling_description() == {"sampler": "ddim", "steps": 25, "guidance_scale": 2.0,
+                                                "ddim_clip": "image"}
 
 
 def test_a_folder_of_the_earlier_layout_loads_the_same_generator(tmp_path):

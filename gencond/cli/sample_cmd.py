@@ -16,7 +16,7 @@ from gencond.engine.sampling import check_inpc, class_list, set_config, stream_s
 from gencond.errors import GencondError
 from gencond.methods.coresets import SelectionConfig, embedding_network
 from gencond.models import ConditionalGenerator, load_generator
-from gencond.models.diffusion import SAMPLERS
+from gencond.models.diffusion import DDIM_CLIPS, SAMPLERS
 from gencond.runtime import PRECISIONS
 from gencond.serve.export import FORMATS, check_fits, output_path, write_stream
 
@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                              "1 = none (default: as saved)")
     parser.add_argument("--mixed-precision", choices=PRECISIONS, help="diffusion generators: the UNet's precision "
                         "while sampling (default: no, fp32; auto: bf16 where the device runs it natively)")
+    parser.add_argument("--ddim-clip", choices=DDIM_CLIPS, help="diffusion generators: consistent = DDIM steps with "
+                        "the noise its clipped clean image implies, image = with the model's own (default: as saved)")
     parser.add_argument("--latents", choices=("noise", "d3hr"), default="noise",
                         help="diffusion generators: d3hr = D3HR's chosen latents, fitted to DDIM inversions of the real "
                              "training split (the set then depends on INPC)")
@@ -127,7 +129,8 @@ def progress(runs, total: int):
 def run(args: argparse.Namespace) -> None:
     generator = load_generator(args.checkpoint or default_checkpoint(), resolve_device(args.device))
     generator = generator.truncated(args.truncation)
-    generator = generator.with_sampler(args.sampler, args.sampling_steps, args.guidance_scale, args.mixed_precision)
+    generator = generator.with_sampler(args.sampler, args.sampling_steps, args.guidance_scale, args.mixed_precision,
+                                     args.ddim_clip)
     check_inpc(args.inpc)
     check_candidates(args.candidates, args.rule, None, need_selector=False)
     if args.latents == "d3hr" and args.candidates > 1:

@@ -11,8 +11,9 @@ A set specification may carry serving options after ``?`` (``&``-separated): a g
 ``candidates=M`` and ``rule=R`` (its fixed set kept by candidate selection from M x INPC
 draws, in the embedding of a selection network trained ``selector_epochs`` on the real
 training split), ``truncation=PSI`` (latents truncated at PSI), a diffusion generator's
-``sampler=ddim|dpm``, ``steps=N``, ``guidance=W`` and ``precision=P`` (the UNet's autocast
-while sampling; instead of those saved with it) and
+``sampler=ddim|dpm``, ``steps=N``, ``guidance=W``, ``precision=P`` (the UNet's autocast
+while sampling) and ``clip=consistent|image`` (DDIM's clipping rule), instead of those saved
+with it, and
 ``latents=d3hr`` with ``strength=S`` (fixed sets from D3HR's chosen latents, fitted to DDIM
 inversions of the real training split: :mod:`gencond.engine.d3hr`), and for every set
 ``labels=soft`` (trained on a teacher's logits: a condensed file's stored ones, otherwise
@@ -82,7 +83,7 @@ from gencond.evaluate.report import BenchmarkReport
 from gencond.evaluate.scores import augmentation_robust_score, label_robust_score
 from gencond.files import atomic_path
 from gencond.models import ConditionalGenerator, check_architecture, load_generator
-from gencond.models.diffusion import SAMPLERS
+from gencond.models.diffusion import DDIM_CLIPS, SAMPLERS
 from gencond.runtime import PRECISIONS, forked_map
 
 FILE_KINDS = ("condensed", "generator")
@@ -196,6 +197,7 @@ class SetSpec:
     steps: int = 0
     guidance: float = -1.0
     precision: str = ""
+    clip: str = ""
     latents: str = "noise"
     strength: float = D3HR_STRENGTH
 
@@ -204,7 +206,7 @@ class SetSpec:
         """The options that differ from the defaults, as written in the entry."""
         given = {"candidates": self.candidates, "rule": self.rule if self.candidates > 1 else "herding",
                  "truncation": self.truncation, "labels": self.labels, "sampler": self.sampler, "steps": self.steps,
-                 "guidance": self.guidance, "precision": self.precision, "latents": self.latents,
+                 "guidance": self.guidance, "precision": self.precision, "clip": self.clip, "latents": self.latents,
                  "strength": self.strength}
         return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in given.items() if v != SET_DEFAULTS[k]}
 
@@ -213,14 +215,14 @@ class SetSpec:
         """A diffusion generator's ``with_sampler`` settings (None keeps the saved one)."""
         return {"sampler": self.sampler or None, "steps": self.steps or None,
                 "guidance_scale": self.guidance if self.guidance >= 0 else None,
-                "mixed_precision": self.precision or None}
+                "mixed_precision": self.precision or None, "ddim_clip": self.clip or None}
 
     @property
     def served_name(self) -> str:
         """The generator as it draws images: its name and the options that change what a
         latent becomes (truncation, the sampler's settings), not how a fixed set is chosen."""
         shaping = [f"{k}={v}" for k, v in self.options.items()
-                   if k in ("truncation", "sampler", "steps", "guidance", "precision")]
+                   if k in ("truncation", "sampler", "steps", "guidance", "precision", "clip")]
         return " ".join([self.name, *shaping])
 
     @property
@@ -229,9 +231,9 @@ class SetSpec:
         return base + ("?" + "&".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
 
 
-# sampler, steps, guidance and precision (a diffusion generator's): "", 0, -1 and "" keep the ones saved with it
+# sampler, steps, guidance, precision and clip (a diffusion generator's): "", 0, -1, "" and "" keep the saved ones
 SET_DEFAULTS = {"candidates": 1, "rule": "herding", "truncation": 0.0, "labels": "hard", "sampler": "", "steps": 0,
-                "guidance": -1.0, "precision": "", "latents": "noise", "strength": D3HR_STRENGTH}
+                "guidance": -1.0, "precision": "", "clip": "", "latents": "noise", "strength": D3HR_STRENGTH}
 LATENT_SOURCES = ("noise", "d3hr")
 SET_OPTIONS = {"selection": ("labels",), "condensed": ("labels",), "generator": tuple(SET_DEFAULTS)}
 
@@ -271,9 +273,11 @@ def set_options(entry: str, kind: str, query: str) -> dict:
         raise GencondError(f"training set {entry!r}: candidates must be >= 1, rule one of "
                            f"{', '.join(CANDIDATE_RULES)} and truncation >= 0")
     if options.get("sampler", "") not in ("", *SAMPLERS) or options.get("steps", 1) < 1 \
-            or not options.get("guidance", 0.0) >= 0 or options.get("precision", "") not in ("", *PRECISIONS):
+            or not options.get("guidance", 0.0) >= 0 or options.get("precision", "") not in ("", *PRECISIONS) \
+            or options.get("clip", "") not in ("", *DDIM_CLIPS):
         raise GencondError(f"training set {entry!r}: sampler must be one of {', '.join(SAMPLERS)}, steps >= 1, "
-                           f"guidance >= 0 and precision one of {', '.join(PRECISIONS)}")
+                           f"guidance >= 0, precision one of {', '.join(PRECISIONS)} and clip one of "
+                           f"{', '.join(DDIM_CLIPS)}")
     if options.get("latents", "noise") not in LATENT_SOURCES or not 0 < options.get("strength", 1.0) <= 1:
         raise GencondError(f"training set {entry!r}: latents must be one of {', '.join(LATENT_SOURCES)} and "
                            "strength in (0, 1]")

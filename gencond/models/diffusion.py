@@ -12,9 +12,10 @@ Gaussian noise of an image, (C, H, W); :meth:`DiffusionGenerator.generate` runs 
 deterministic sampler (DDIM with eta = 0, or DPM-Solver++ multistep) from it, with
 guidance ``uncond + w * (cond - uncond)`` (w = 1: the conditional model alone, one pass
 per step; otherwise two). An image therefore depends only on its latent and label, so a
-slot's image is fixed by the seed, as for every generator. The sampler, its steps and the
-guidance scale are serving settings: saved with the model as defaults, changed for one
-use by :meth:`DiffusionGenerator.with_sampler` without touching the weights.
+slot's image is fixed by the seed, as for every generator. The sampler, its steps, the
+guidance scale and DDIM's clipping rule are serving settings: saved with the model as
+defaults, changed for one use by :meth:`DiffusionGenerator.with_sampler` without touching
+the weights.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class DiffusionGenerator(ConditionalGenerator):
         self.latent_dim = channels * image_size * image_size
         self.null_class = num_classes
         self.sampler, self.sampling_steps, self.guidance_scale = sampler, sampling_steps, float(guidance_scale)
+        self.ddim_clip = ddim_clip
         self.mixed_precision = "no"  # the UNet's autocast while sampling: a serving setting, never saved
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -143,25 +145,29 @@ class DiffusionGenerator(ConditionalGenerator):
         return scheduler
 
     def with_sampler(self, sampler: str | None = None, steps: int | None = None,
-                     guidance_scale: float | None = None, mixed_precision: str | None = None) -> DiffusionGenerator:
-        """This model serving with another sampler, number of steps, guidance scale or UNet
-        precision while sampling (``no``, ``bf16``, ``fp16``, ``auto``), sharing its weights
-        (as :meth:`truncated` does); None keeps the current one."""
-        if sampler is None and steps is None and guidance_scale is None and mixed_precision is None:
+                     guidance_scale: float | None = None, mixed_precision: str | None = None,
+                     ddim_clip: str | None = None) -> DiffusionGenerator:
+        """This model serving with another sampler, number of steps, guidance scale, UNet
+        precision while sampling (``no``, ``bf16``, ``fp16``, ``auto``) or DDIM clipping rule
+        (``consistent``, ``image``), sharing its weights (as :meth:`truncated` does); None
+        keeps the current one."""
+        given = {"sampler": sampler, "sampling_steps": None if steps is None else int(steps),
+                 "guidance_scale": None if guidance_scale is None else float(guidance_scale),
+                 "mixed_precision": mixed_precision, "ddim_clip": ddim_clip}
+        if all(v is None for v in given.values()):
             return self
         served = copy.copy(self)
-        served.sampler = self.sampler if sampler is None else sampler
-        served.sampling_steps = self.sampling_steps if steps is None else int(steps)
-        served.guidance_scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        served.mixed_precision = self.mixed_precision if mixed_precision is None else mixed_precision
-        check_sampling(served.sampler, served.sampling_steps, served.guidance_scale)
+        served.__dict__.update({k: v for k, v in given.items() if v is not None})
+        check_sampling(served.sampler, served.sampling_steps, served.guidance_scale, served.ddim_clip)
         check_precision("sampling precision", served.mixed_precision)
         return served
 
     def sampling_description(self) -> dict:
-        """The sampler settings; the precision only where it is not fp32 (``no``)."""
+        """The sampler settings; DDIM's clipping rule with DDIM only, the precision only
+        where it is not fp32 (``no``)."""
         described = {"sampler": self.sampler, "steps": self.sampling_steps, "guidance_scale": self.guidance_scale}
-        return described | ({"mixed_precision": self.mixed_precision} if self.mixed_precision != "no" else {})
+        return described | ({"ddim_clip": self.ddim_clip} if self.sampler == "ddim" else {}) \
+            | ({"mixed_precision": self.mixed_precision} if self.mixed_precision != "no" else {})
 
     def latents(self, slots: torch.Tensor | None, count: int, generator: torch.Generator) -> torch.Tensor:
         """Initial noise, (count, C, H, W); truncated at ``truncation`` when that is positive."""
@@ -206,7 +212,7 @@ class DiffusionGenerator(ConditionalGenerator):
         labels = labels.to(self.device)
         # DDIM clips the predicted clean image; ddim_clip "consistent" steps with the noise that
         # clipped image implies (GLIDE; DDPM's posterior), "image" with the model's own noise
-        consistent = self.sampler == "ddim" and self.config.ddim_clip == "consistent"
+        consistent = self.sampler == "ddim" and self.ddim_clip == "consistent"
         for t in scheduler.timesteps[len(scheduler.timesteps) - steps:]:
             output = self.guided_output(scheduler.scale_model_input(x, t), t, labels)
             x = scheduler.step(output, t, x, **({"use_clipped_model_output": True} if consistent else {})).prev_sample

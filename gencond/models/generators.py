@@ -113,13 +113,14 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
         return served
 
     def with_sampler(self, sampler: str | None = None, steps: int | None = None,
-                     guidance_scale: float | None = None, mixed_precision: str | None = None) -> ConditionalGenerator:
+                     guidance_scale: float | None = None, mixed_precision: str | None = None,
+                     ddim_clip: str | None = None) -> ConditionalGenerator:
         """This generator with other sampler settings (None: unchanged); only a diffusion
         generator has any, so any setting given here ends with one line."""
-        if sampler is None and steps is None and guidance_scale is None and mixed_precision is None:
+        if all(v is None for v in (sampler, steps, guidance_scale, mixed_precision, ddim_clip)):
             return self
-        raise GencondError("sampler settings (sampler, steps, guidance scale, precision) are for diffusion generators; "
-                           f"this one is a {type(self).__name__}")
+        raise GencondError("sampler settings (sampler, steps, guidance scale, precision, DDIM clipping) are for "
+                           f"diffusion generators; this one is a {type(self).__name__}")
 
     def sampling_description(self) -> dict:
         """Serving settings besides the weights that decide what a latent becomes (a diffusion
