@@ -157,7 +157,9 @@ class DiffusionGenerator(ConditionalGenerator):
         if all(v is None for v in given.values()):
             return self
         served = copy.copy(self)
-        served.__dict__.update({k: v for k, v in given.items() if v is not None})
+        for name, value in given.items():
+            if value is not None:
+                setattr(served, name, value)
         check_sampling(served.sampler, served.sampling_steps, served.guidance_scale, served.ddim_clip)
         check_precision("sampling precision", served.mixed_precision)
         return served
