@@ -110,7 +110,7 @@ def render_table(table: dict, cache: dict, notes: list[str]) -> str:
     for row in table["rows"]:
         cells, used = [], []
         for column in table["columns"]:
-            files = [row["json"]] if "json" in row else table["sources"][column["source"]]
+            files = row_files(row, table, column["source"])
             name = row.get(column["source"])
             if name is None:
                 cells.append("–")
@@ -131,6 +131,15 @@ def render_table(table: dict, cache: dict, notes: list[str]) -> str:
         sources = ", ".join(f"`{study}`" for study in dict.fromkeys(Path(p).parent.name for p in used))
         lines.append("| " + " | ".join([label, *cells, sources]) + " |")
     return "\n".join(lines)
+
+
+def row_files(row: dict, table: dict, source: str) -> list[str]:
+    """The JSON files a row's cell of ``source`` is read from: the row's own (one file, or one
+    per source) where it names one, else the table's sources."""
+    own = row.get("json")
+    if isinstance(own, dict):
+        own = own.get(source)
+    return [own] if own else table["sources"][source]
 
 
 def manifest() -> dict:

@@ -11,3 +11,24 @@ dm_sets() {
     DM+=("DM=condensed:$out")
   done
 }
+
+# subset_leaderboard NAME BENCH-FLAGS...: one stage of a subset's leaderboard (experiments/leaderboard_NAME/,
+# INPC from $INPC). The diffusion and codebook generators are trained by their shipped NAME configs where
+# runs/ lacks them (their default output folders; the same seed retrains them bit for bit on this machine
+# type), DM is condensed by configs/dm/NAME.yaml, and one `gencond bench` (ConvNet-3, DSA, 3 seeds, the
+# whole split for HLR, the flags given for the dataset and the rest) measures every set; its cell caches
+# and DM's sets stay in the folder, so a later stage trains only the cells they lack.
+subset_leaderboard() {
+  local name=$1 here=experiments/leaderboard_$1 method
+  shift
+  for method in diffusion codebook; do
+    [[ -f runs/${method}_$name/generator/model.safetensors ]] || /usr/bin/time -f "$method: %e s" \
+      gencond train $method --config configs/$method/$name.yaml
+  done
+  dm_sets configs/dm/$name.yaml $here/dm/dm_$name
+  # shellcheck disable=SC2086
+  gencond bench "$@" --sets random herding "${DM[@]}" "codebook=generator:runs/codebook_$name/generator" \
+    "diffusion=generator:runs/diffusion_$name/generator" --inpc $INPC --arch convnet3 --augment dsa --seeds 3 \
+    --full-data --workers 2 --output-dir $here/bench --full-cache $here/bench/full-data.jsonl
+  cp $here/bench/results.json $here/bench_leaderboard_$name.json
+}

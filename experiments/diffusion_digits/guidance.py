@@ -20,14 +20,17 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--steps", type=int, nargs="+", default=[25])
     parser.add_argument("--mixed-precision", default="no", help="the UNet's precision while sampling")
+    parser.add_argument("--ddim-clip", choices=["consistent", "image"], help="DDIM's clipping rule (default: the model's)")
     args = parser.parse_args()
     generator, held_out = held_out_generator(args)
     rows = []
     for steps in args.steps:
         for guidance in args.guidance:
-            served = generator.with_sampler(steps=steps, guidance_scale=guidance, mixed_precision=args.mixed_precision)
+            served = generator.with_sampler(steps=steps, guidance_scale=guidance, mixed_precision=args.mixed_precision,
+                                            ddim_clip=args.ddim_clip)
             precision = f", {args.mixed_precision}" if args.mixed_precision != "no" else ""
-            rows += [TrainingSet(f"guidance {guidance:g}, {steps} steps{precision}", n, lambda seed, g=served, n=n:
+            clip = f", clip {args.ddim_clip}" if args.ddim_clip else ""
+            rows += [TrainingSet(f"guidance {guidance:g}, {steps} steps{precision}{clip}", n, lambda seed, g=served, n=n:
                                  IndexedData.from_condensed(sample_set(g, n, seed))) for n in args.inpc]
     score_and_write("diffusion_guidance", args, generator, held_out, rows)
 
