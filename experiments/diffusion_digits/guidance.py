@@ -12,6 +12,7 @@ from __future__ import annotations
 from experiments.diffusion_digits._validation import arguments, held_out_generator, score_and_write
 from gencond.engine import IndexedData
 from gencond.evaluate.protocol import TrainingSet
+from gencond.models.diffusion import DDIM_CLIPS
 from gencond.serve import sample_set
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--steps", type=int, nargs="+", default=[25])
     parser.add_argument("--mixed-precision", default="no", help="the UNet's precision while sampling")
-    parser.add_argument("--ddim-clip", choices=["consistent", "image"], help="DDIM's clipping rule (default: the model's)")
+    parser.add_argument("--ddim-clip", choices=DDIM_CLIPS, help="DDIM's clipping rule (default: the model's)")
     args = parser.parse_args()
     generator, held_out = held_out_generator(args)
     rows = []
